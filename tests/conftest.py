@@ -1,0 +1,53 @@
+"""Shared fixtures and the session guard of the hclstat test suite.
+
+Markers (``slow``, ``checks``) are declared in ``setup.cfg``; nothing is
+registered here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from hclstat.hierarchy import Hierarchy
+
+#: one seed for the whole suite; a test that needs several streams spawns them
+SEED = 20240611
+
+
+@pytest.fixture
+def rng():
+    """A freshly seeded generator per test, so tests do not depend on their order."""
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture
+def hierarchy():
+    """Three modalities with one global, one ``{a,b}`` and three specific structures."""
+    return Hierarchy(
+        dims={"a": 8, "b": 10, "c": 12},
+        ranks={("a", "b", "c"): 2, ("a", "b"): 1, "a": 1, "b": 2, "c": 1},
+    )
+
+
+NO_TESTS_MESSAGE = (
+    "no tests were collected (pytest exit status 5); hclstat's conftest turns this "
+    "into a failure (exit status 1) so that an empty run can never pass or fail CI "
+    "silently. Check the paths, the -k/-m expressions and the collection errors above."
+)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Under pytest-xdist the workers' statuses are not the run's: decide on the controller.
+    if hasattr(session.config, "workerinput"):
+        return
+    if session.testscollected == 0 and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "ERROR: " + NO_TESTS_MESSAGE.split(";")[0], red=True, bold=True)
+            reporter.write_line(NO_TESTS_MESSAGE, red=True)
+        else:
+            print(NO_TESTS_MESSAGE, file=sys.stderr)
