@@ -166,3 +166,44 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self, "loadings_")
         return HierarchicalResults(self)
+
+
+class ModelRepresentation(BaseHierarchicalEstimator):
+    """The true model of a simulation as a fitted representation (the oracle).
+
+    ``fit`` only records column means (the model is centred, so they are zero
+    unless data are given); ``transform`` returns posterior means of the latents
+    under the *true* loadings and noise variances. Use it as the oracle in
+    downstream comparisons and checks.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+    """
+
+    def __init__(self, model=None):
+        self.model = model
+
+    def _fit_moments(self, moments):
+        self._set_from_model()
+
+    def _set_from_model(self):
+        model = self.model
+        if model is None or not hasattr(model, "hierarchy"):
+            raise TypeError(f"model: expected a HierarchicalModel, got {type(model).__name__}")
+        self.hierarchy_ = model.hierarchy
+        self.loadings_ = {s: {m: a.copy() for m, a in b.items()} for s, b in model.loadings.items()}
+        self.noise_variances_ = {m: v.copy() for m, v in model.noise_variances.items()}
+
+    def fit(self, views=None, y=None):
+        """Record the model; with ``views`` also their column means."""
+        if views is None:
+            h = self.model.hierarchy
+            self.modalities_ = h.modalities
+            self.dims_ = h.dims
+            self.n_samples_ = 0
+            self.means_ = {m: np.zeros(p) for m, p in h.dims.items()}
+            self.feature_names_ = {m: None for m in h.modalities}
+            self._set_from_model()
+            return self
+        return super().fit(views)
