@@ -13,6 +13,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from scipy.special import expit
 
 from .hierarchy import Hierarchy, as_structure
 from .utils import check_random_state
@@ -154,12 +155,12 @@ class HierarchicalModel:
                     f"latent_covariance: the block of structure {h.name(s)} must be the identity "
                     "(Cov(z_S) = I is the model's scale convention)"
                 )
-        try:
-            np.linalg.cholesky(phi)
-        except np.linalg.LinAlgError:
+        # Cholesky succeeds on some exactly singular matrices, so test the spectrum
+        eig = np.linalg.eigvalsh(phi)
+        if K and eig[0] <= K * np.finfo(np.float64).eps * max(1.0, eig[-1]):
             raise ValueError(
                 "latent_covariance: not positive definite; lower the cross-structure correlation"
-            ) from None
+            )
         return phi
 
     # ---------------------------------------------------------- construction
@@ -223,7 +224,7 @@ class HierarchicalModel:
                     loadings[s][m] = (u * d) @ r
         noise_variances = {}
         for m in h.modalities:
-            c = noise[m] if isinstance(noise, dict) else noise
+            c = noise.get(m) if isinstance(noise, dict) else noise
             if not isinstance(c, numbers.Real) or c <= 0:
                 raise ValueError(f"noise: expected a positive variance level for {m!r}, got {c!r}")
             if noise_model == "isotropic":
@@ -298,14 +299,19 @@ class HierarchicalModel:
         latents : dict of frozenset to ndarray of shape (n, k_S)
         """
         rng = check_random_state(random_state)
+        n = _check_n(n)
         latents = self.sample_latents(n, rng)
-        return self.views_from_latents(latents, rng), latents
+        # n passed on: a hierarchy without components (pure noise) has no latents to count rows
+        return self._views(latents, n, rng), latents
 
     def views_from_latents(self, latents, random_state=None):
         """Views ``x_m = sum_S A_{m,S} z_S + e_m`` for given latents (fresh Gaussian noise)."""
         rng = check_random_state(random_state)
-        h = self.hierarchy
         n = next(iter(latents.values())).shape[0] if latents else 0
+        return self._views(latents, n, rng)
+
+    def _views(self, latents, n, rng):
+        h = self.hierarchy
         views = {}
         for m in h.modalities:
             x = rng.standard_normal((n, h.dims[m])) * np.sqrt(self.noise_variances[m])
@@ -328,7 +334,7 @@ class HierarchicalModel:
                 raise ValueError(f"noise: expected a non-negative variance, got {noise!r}")
             return eta + np.sqrt(noise) * rng.standard_normal(eta.shape[0])
         if kind == "binary":
-            return (rng.uniform(size=eta.shape[0]) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int64)
+            return (rng.uniform(size=eta.shape[0]) < expit(eta)).astype(np.int64)
         raise ValueError(f"kind: expected 'continuous' or 'binary', got {kind!r}")
 
     def linear_predictor(self, latents, beta, *, intercept=0.0):
