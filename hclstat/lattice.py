@@ -1,0 +1,306 @@
+"""Learning the sharing pattern: the cross-covariance rank lattice.
+
+For a modality ``m`` and a set ``U`` of other modalities,
+
+    rank Cov(x_m, x_U) = sum of k_S over structures S ∋ m that meet U
+
+— noise-free, so no noise model is needed. Each rank is estimated by counting
+singular values of the sample cross-covariance above a permutation-null
+threshold calibrated for that very pair (shuffle the rows of ``x_U``); every
+non-specific ``k_S`` then follows by Möbius inversion over ``U``. Each ``S``
+gets one estimate per member; the final ranks are the integer least-squares fit
+of *all* observed ranks (started from the rounded median of the member
+estimates), and disagreement between members is reported.
+
+Specific ranks come from the within-modality covariance against the noise
+model: the number of eigenvalues of the noise-whitened covariance above the
+upper 1% Tracy-Widom quantile of the top eigenvalue of a white-noise
+covariance of the same ``n`` and ``p``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .hierarchy import Hierarchy
+from .utils import check_random_state
+
+__all__ = ["RankLattice", "rank_lattice", "specific_ranks", "fit_structure_ranks", "noise_whitened_rank"]
+
+
+@dataclass
+class RankLattice:
+    """Observed cross-covariance ranks and the structure ranks they imply.
+
+    Attributes
+    ----------
+    observed : DataFrame
+        One row per (modality, set U): ``rank``, ``threshold`` and the largest
+        sample singular value.
+    member_estimates : DataFrame
+        One row per (structure, member modality): the Möbius estimate of ``k_S``.
+    ranks : dict of frozenset to int
+        Final non-specific ranks (integer least squares over all observed ranks).
+    consistent : bool
+        Whether every structure's member estimates agree with each other.
+    misfit : float
+        Sum of squared differences between observed ranks and those implied by ``ranks``.
+    """
+
+    observed: pd.DataFrame
+    member_estimates: pd.DataFrame
+    ranks: dict
+    consistent: bool
+    misfit: float
+    thresholds: dict = field(default_factory=dict)
+
+
+def _others(modalities, m):
+    return [o for o in modalities if o != m]
+
+
+def _nonempty_subsets(items):
+    for size in range(1, len(items) + 1):
+        for c in itertools.combinations(items, size):
+            yield frozenset(c)
+
+
+def _implied_rank(ranks, m, U):
+    return sum(k for s, k in ranks.items() if m in s and s & U)
+
+
+def fit_structure_ranks(observed_ranks, modalities, start):
+    """Integer least-squares fit of non-specific ranks to observed cross ranks.
+
+    ``observed_ranks`` maps ``(m, U)`` to an observed rank. Starting from
+    ``start`` ({structure: int}), single-unit moves (+1/-1 on one structure) are
+    taken while they lower the squared misfit; ties keep the current value.
+    """
+    structs = [frozenset(c) for size in range(len(modalities), 1, -1) for c in itertools.combinations(modalities, size)]
+    ranks = {s: max(0, int(start.get(s, 0))) for s in structs}
+
+    def misfit(r):
+        return float(sum((obs - _implied_rank(r, m, U)) ** 2 for (m, U), obs in observed_ranks.items()))
+
+    best = misfit(ranks)
+    improved = True
+    while improved:
+        improved = False
+        for s in structs:
+            for step in (-1, 1):
+                if ranks[s] + step < 0:
+                    continue
+                ranks[s] += step
+                val = misfit(ranks)
+                if val < best - 1e-12:
+                    best, improved = val, True
+                else:
+                    ranks[s] -= step
+    return {s: k for s, k in ranks.items() if k > 0}, best
+
+
+def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, random_state=None):
+    """Estimate the non-specific ranks from centred data.
+
+    Parameters
+    ----------
+    arrays : dict of str to ndarray of shape (n, p_m), optional
+        Centred views (NaN entries are treated as zero after centring).
+    moments : Moments, optional
+        Used when ``arrays`` is None: thresholds then come from the bound
+        ``(sqrt(tr S_mm ||S_UU||) + sqrt(tr S_UU ||S_mm||)) / sqrt(n)`` on the
+        spectral norm of the cross-covariance of independent blocks instead of
+        permutations.
+    n_permutations : int
+        Row permutations per modality; the threshold for ``(m, U)`` is the
+        largest null singular value over them.
+    max_rank : int, optional
+        Cap on any observed cross rank.
+
+    Returns
+    -------
+    RankLattice
+    """
+    rng = check_random_state(random_state)
+    if arrays is None:
+        if moments is None:
+            raise ValueError("rank lattice: pass the centred views (arrays) or their moments")
+        mods = list(moments.modalities)
+    else:
+        mods = list(arrays)
+    if len(mods) < 2:
+        raise ValueError(f"rank lattice: need at least 2 modalities, got {len(mods)}")
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations: expected a positive integer, got {n_permutations}")
+    rows, member_rows, observed, thresholds = [], [], {}, {}
+    estimates = {}
+    if arrays is not None:
+        X = {m: np.nan_to_num(np.asarray(a, dtype=np.float64)) for m, a in arrays.items()}
+        n = next(iter(X.values())).shape[0]
+        dims = {m: X[m].shape[1] for m in mods}
+    else:
+        n = moments.n_samples
+        dims = dict(moments.dims)
+    for m in mods:
+        W = _others(mods, m)
+        cols, start = {}, 0
+        for o in W:
+            cols[o] = np.arange(start, start + dims[o])
+            start += dims[o]
+        if arrays is not None:
+            XW = np.concatenate([X[o] for o in W], axis=1)
+            cross = X[m].T @ XW / (n - 1)
+            nulls = []
+            for _ in range(n_permutations):
+                perm = rng.permutation(n)
+                nulls.append(X[m].T @ XW[perm] / (n - 1))
+
+            def null_level(idx):
+                return max(np.linalg.norm(null[:, idx], 2) for null in nulls)
+        else:
+            cross = np.concatenate([moments.block(m, o) for o in W], axis=1)
+            Smm = moments.block(m, m)
+            tr_m, top_m = float(np.trace(Smm)), float(np.linalg.norm(Smm, 2))
+            SWW = np.block([[moments.block(a, b) for b in W] for a in W])
+
+            def null_level(idx):
+                # E||X_m^T X_U|| / n for independent blocks (Gaussian comparison bound)
+                SU = SWW[np.ix_(idx, idx)]
+                tr_u, top_u = float(np.trace(SU)), float(np.linalg.norm(SU, 2))
+                return (np.sqrt(tr_m * top_u) + np.sqrt(tr_u * top_m)) / np.sqrt(n)
+        r = {frozenset(): 0}
+        for U in _nonempty_subsets(W):
+            idx = np.concatenate([cols[o] for o in W if o in U])
+            sv = np.linalg.svd(cross[:, idx], compute_uv=False)
+            tau = null_level(idx)
+            k = int(np.sum(sv > tau))
+            if max_rank is not None:
+                k = min(k, int(max_rank))
+            r[U] = k
+            observed[(m, U)] = k
+            thresholds[(m, U)] = tau
+            rows.append({"modality": m, "U": ",".join(o for o in W if o in U), "rank": k,
+                         "threshold": tau, "top_singular_value": float(sv[0]) if sv.size else 0.0})
+        Wset = frozenset(W)
+        for T in _nonempty_subsets(W):
+            val = 0
+            for size in range(len(T) + 1):
+                for V in itertools.combinations(sorted(T, key=mods.index), size):
+                    V = frozenset(V)
+                    val -= (-1) ** (len(T) - len(V)) * r[Wset - V]
+            s = T | {m}
+            estimates.setdefault(s, {})[m] = val
+            member_rows.append({"structure": ",".join(o for o in mods if o in s), "modality": m, "estimate": val})
+    start = {s: int(np.round(np.median(list(e.values())))) for s, e in estimates.items()}
+    consistent = all(len(set(e.values())) == 1 for e in estimates.values())
+    ranks, misfit = fit_structure_ranks(observed, mods, start)
+    return RankLattice(
+        observed=pd.DataFrame(rows),
+        member_estimates=pd.DataFrame(member_rows),
+        ranks=ranks,
+        consistent=consistent,
+        misfit=misfit,
+        thresholds=thresholds,
+    )
+
+
+def _fa_noise(S, r, n_iter=50):
+    """Diagonal noise of a rank-``r`` principal-axis factor fit of ``S``."""
+    d = np.diag(S).copy()
+    if r == 0:
+        return d
+    psi = d * 0.5
+    for _ in range(n_iter):
+        w, V = np.linalg.eigh(S - np.diag(psi))
+        w, V = w[::-1][:r], V[:, ::-1][:, :r]
+        common = np.sum(V**2 * np.clip(w, 0.0, None), axis=1)
+        new = np.clip(d - common, 1e-3 * d, None)
+        if np.max(np.abs(new - psi)) < 1e-8 * d.max():
+            psi = new
+            break
+        psi = new
+    return psi
+
+
+#: upper quantiles of the Tracy-Widom (beta = 1) law
+_TW1_QUANTILES = {0.10: 0.4501, 0.05: 0.9793, 0.01: 2.0234, 0.001: 3.2727}
+
+
+def white_noise_edge(n, p, alpha=0.01):
+    """Upper ``alpha`` quantile of the top eigenvalue of a white-noise covariance.
+
+    Johnstone's (2001) Tracy-Widom approximation for ``X^T X / n`` with ``X``
+    an ``n x p`` standard Gaussian matrix: centring
+    ``mu = (sqrt(n - 1/2) + sqrt(p - 1/2))^2`` and scale
+    ``sigma = sqrt(mu) (1/sqrt(n - 1/2) + 1/sqrt(p - 1/2))^{1/3}``.
+    """
+    if alpha not in _TW1_QUANTILES:
+        raise ValueError(f"alpha: expected one of {sorted(_TW1_QUANTILES)}, got {alpha!r}")
+    a, b = np.sqrt(n - 0.5), np.sqrt(p - 0.5)
+    mu = (a + b) ** 2
+    sigma = (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0)
+    return (mu + _TW1_QUANTILES[alpha] * sigma) / n
+
+
+def noise_whitened_rank(S, n, *, noise_model="diagonal", alpha=0.01, max_rank=None):
+    """Signal rank of one modality's covariance against its noise model.
+
+    Counts eigenvalues of ``Psi^{-1/2} S Psi^{-1/2}`` above the upper ``alpha``
+    Tracy-Widom quantile of the top eigenvalue of a white-noise covariance of
+    the same size (:func:`white_noise_edge`), iterating the rank and the noise
+    estimate ``Psi`` (isotropic: mean residual eigenvalue; diagonal:
+    principal-axis factor fit) to a fixed point.
+
+    Returns
+    -------
+    rank : int
+    psi : ndarray of shape (p,)
+    """
+    p = S.shape[0]
+    cap = p - 1 if max_rank is None else min(int(max_rank), p - 1)
+    null_top = white_noise_edge(n - 1, p, alpha=alpha)
+    r, seen = 0, set()
+    for _ in range(20):
+        if noise_model == "isotropic":
+            w = np.linalg.eigvalsh(S)[::-1]
+            psi = np.full(p, w[r:].mean())
+        else:
+            psi = _fa_noise(S, r)
+        d = 1.0 / np.sqrt(psi)
+        ev = np.linalg.eigvalsh(S * d[:, None] * d[None, :])
+        new = min(int(np.sum(ev > null_top)), cap)
+        if new == r or new in seen:
+            r = min(r, new) if new in seen else new
+            break
+        seen.add(r)
+        r = new
+    psi = np.full(p, np.linalg.eigvalsh(S)[::-1][r:].mean()) if noise_model == "isotropic" else _fa_noise(S, r)
+    return r, psi
+
+
+def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, max_rank=None):
+    """Specific ranks: whitened within-modality signal rank minus the non-specific ranks."""
+    out, total = {}, {}
+    for m in moments.modalities:
+        S = moments.block(m, m)
+        r, _ = noise_whitened_rank(S, moments.block_count(m, m), noise_model=noise_model,
+                                   alpha=alpha, max_rank=max_rank)
+        ns = sum(k for s, k in nonspecific.items() if m in s)
+        total[m] = r
+        out[frozenset([m])] = max(0, r - ns)
+    return out, total
+
+
+def lattice_hierarchy(dims, nonspecific, specific):
+    """Assemble a :class:`Hierarchy`, trimming ranks that exceed a modality's budget."""
+    ranks = {**nonspecific, **specific}
+    for m, p in dims.items():
+        while sum(k for s, k in ranks.items() if m in s) > p - 1:
+            # drop from the specific part first, then the smallest structure
+            cands = sorted((s for s in ranks if m in s and ranks[s] > 0), key=lambda s: (len(s), ranks[s]))
+            ranks[cands[0]] -= 1
+    return Hierarchy(dims=dict(dims), ranks={tuple(sorted(s)): k for s, k in ranks.items() if k > 0})
