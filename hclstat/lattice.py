@@ -208,22 +208,45 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
     )
 
 
-def _fa_noise(S, r, n_iter=50):
-    """Diagonal noise of a rank-``r`` principal-axis factor fit of ``S``."""
+def _fa_noise(S, r):
+    """Diagonal noise of the rank-``r`` Gaussian factor-analysis fit of ``S``.
+
+    Minimises the profile discrepancy over ``psi`` with L-BFGS-B, as R's
+    ``factanal`` does: with ``theta_j`` the eigenvalues of
+    ``Psi^{-1/2} S Psi^{-1/2}``, ``F(psi) = sum_{j > r} (theta_j - log theta_j)``,
+    whose gradient is ``diag(L L^T + Psi - S) / psi^2`` for the profiled loadings ``L``.
+    """
+    from scipy.optimize import minimize
+
     d = np.diag(S).copy()
+    p = d.size
     if r == 0:
         return d
-    psi = d * 0.5
-    for _ in range(n_iter):
-        w, V = np.linalg.eigh(S - np.diag(psi))
-        w, V = w[::-1][:r], V[:, ::-1][:, :r]
-        common = np.sum(V**2 * np.clip(w, 0.0, None), axis=1)
-        new = np.clip(d - common, 1e-3 * d, None)
-        if np.max(np.abs(new - psi)) < 1e-8 * d.max():
-            psi = new
-            break
-        psi = new
-    return psi
+    if r >= p:
+        return 1e-3 * d
+
+    def parts(logpsi):
+        psi = np.exp(logpsi)
+        q = 1.0 / np.sqrt(psi)
+        w, V = np.linalg.eigh(S * q[:, None] * q[None, :])
+        w, V = w[::-1], V[:, ::-1]
+        return psi, w, V
+
+    def fun(logpsi):
+        psi, w, V = parts(logpsi)
+        tail = np.clip(w[r:], 1e-300, None)
+        L = V[:, :r] * np.sqrt(np.clip(w[:r] - 1.0, 0.0, None))
+        load = L * np.sqrt(psi)[:, None]
+        g = np.sum(load**2, axis=1) + psi - d
+        return float(np.sum(tail - np.log(tail))), g / psi  # chain rule for log psi
+
+    w0, V0 = np.linalg.eigh(S)
+    common = np.sum(V0[:, -r:] ** 2 * np.clip(w0[-r:], 0.0, None), axis=1)
+    start = np.log(np.clip(d - common, 0.05 * d, None))
+    bounds = [(np.log(1e-4 * di), np.log(di)) for di in d]
+    res = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
+    return np.exp(res.x)
 
 
 #: upper quantiles of the Tracy-Widom (beta = 1) law

@@ -121,7 +121,7 @@ def group_bcd_reference(A, H, D, lam, free, max_iter, tol):
 
 
 @njit(cache=True)
-def row_ls_sweep(A, S, C, G, free, gamma):
+def row_ls_sweep(A, S, C, G, free, gamma, ridge):
     """One Gauss-Seidel sweep of exact row least-squares updates (in place).
 
     For modality ``m`` with the other modalities fixed, the unpenalised HCL
@@ -133,6 +133,8 @@ def row_ls_sweep(A, S, C, G, free, gamma):
     where ``G = sum_m' w A_m'^T A_m'`` and ``C = sum_m' w S_mm' A_m'`` carry
     the cross-covariance terms and ``S`` is the modality's own covariance
     (its diagonal never enters). Only the ``free`` columns are updated.
+    ``ridge`` is added to the diagonal of each row system (a tiny value keeps
+    a column that has collapsed to zero from making the system singular).
     """
     p = A.shape[0]
     K = A.shape[1]
@@ -153,6 +155,7 @@ def row_ls_sweep(A, S, C, G, free, gamma):
             for b in range(nf):
                 k = free[b]
                 M[a, b] = G[j, k] + gamma * (T[j, k] - aj * A[i, k])
+            M[a, a] += ridge
             s = 0.0
             for l in range(p):
                 if l != i:
@@ -168,12 +171,12 @@ def row_ls_sweep(A, S, C, G, free, gamma):
             A[i, free[a]] = sol[a]
 
 
-def row_ls_sweep_reference(A, S, C, G, free, gamma):
+def row_ls_sweep_reference(A, S, C, G, free, gamma, ridge):
     """NumPy statement of :func:`row_ls_sweep`."""
     free = np.asarray(free)
     for i in range(A.shape[0]):
         others = np.arange(A.shape[0]) != i
         Ao = A[others][:, free]
-        M = G[np.ix_(free, free)] + gamma * Ao.T @ Ao
+        M = G[np.ix_(free, free)] + gamma * Ao.T @ Ao + ridge * np.eye(free.size)
         rhs = C[i, free] + gamma * S[i, others] @ Ao
         A[i, free] = np.linalg.solve(M, rhs)
