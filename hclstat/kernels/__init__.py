@@ -1,0 +1,7 @@
+"""Compiled (Numba) cores of the estimators.
+
+Each module holds module-level ``@njit`` functions that receive only contiguous
+float64/int64 arrays and scalars, next to a plain-NumPy ``*_reference``
+implementation of the same computation that the tests compare against.
+Nothing here imports from the rest of the package.
+"""
