@@ -4,8 +4,11 @@ from ._version import __version__
 from .exceptions import ConvergenceWarning, EstimationWarning, IdentifiabilityError, IdentifiabilityWarning
 from .hierarchy import Hierarchy
 from .model import HierarchicalModel
-from .moments import Moments, compute_moments
-from . import metrics
+from .moments import Moments, compute_moments, moments_from_covariance
+from .estimators.base import ModelRepresentation
+from .estimators.hcl import HCL
+from .estimators.sfa import StructuredFactorAnalysis
+from . import baselines, metrics
 
 __all__ = [
     "__version__",
@@ -13,6 +16,11 @@ __all__ = [
     "HierarchicalModel",
     "Moments",
     "compute_moments",
+    "moments_from_covariance",
+    "HCL",
+    "StructuredFactorAnalysis",
+    "ModelRepresentation",
+    "baselines",
     "metrics",
     "ConvergenceWarning",
     "EstimationWarning",
