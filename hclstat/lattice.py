@@ -108,8 +108,12 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
 
     Parameters
     ----------
-    arrays : dict of str to ndarray of shape (n, p_m), optional
-        Centred views (NaN entries are treated as zero after centring).
+    arrays : dict of str to ndarray of shape (n_null, p_m), optional
+        Centred views, or a random subset of their rows, for the permutation
+        nulls (NaN entries are treated as zero after centring). When
+        ``moments`` is given too, the observed cross-covariances come from it
+        and null levels from ``n_null < n`` rows are rescaled by
+        ``sqrt((n_null - 1) / (n - 1))``.
     moments : Moments, optional
         Used when ``arrays`` is None: thresholds then come from the bound
         ``(sqrt(tr S_mm ||S_UU||) + sqrt(tr S_UU ||S_mm||)) / sqrt(n)`` on the
@@ -140,8 +144,12 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
     estimates = {}
     if arrays is not None:
         X = {m: np.nan_to_num(np.asarray(a, dtype=np.float64)) for m, a in arrays.items()}
-        n = next(iter(X.values())).shape[0]
+        n_null = next(iter(X.values())).shape[0]
         dims = {m: X[m].shape[1] for m in mods}
+        n = moments.n_samples if moments is not None else n_null
+        # nulls from a row subsample are rescaled to n: the spectral norm of the
+        # cross-covariance of independent blocks scales as n^{-1/2}
+        null_scale = np.sqrt((n_null - 1) / (n - 1))
     else:
         n = moments.n_samples
         dims = dict(moments.dims)
@@ -151,27 +159,21 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
         for o in W:
             cols[o] = np.arange(start, start + dims[o])
             start += dims[o]
+        if moments is not None:
+            cross = np.concatenate([moments.block(m, o) for o in W], axis=1)
         if arrays is not None:
             XW = np.concatenate([X[o] for o in W], axis=1)
-            cross = X[m].T @ XW / (n - 1)
+            if moments is None:
+                cross = X[m].T @ XW / (n - 1)
             nulls = []
             for _ in range(n_permutations):
-                perm = rng.permutation(n)
-                nulls.append(X[m].T @ XW[perm] / (n - 1))
+                perm = rng.permutation(n_null)
+                nulls.append(X[m].T @ XW[perm] / (n_null - 1))
 
             def null_level(idx):
-                return max(np.linalg.norm(null[:, idx], 2) for null in nulls)
+                return null_scale * max(np.linalg.norm(null[:, idx], 2) for null in nulls)
         else:
-            cross = np.concatenate([moments.block(m, o) for o in W], axis=1)
             Smm = moments.block(m, m)
-            tr_m, top_m = float(np.trace(Smm)), float(np.linalg.norm(Smm, 2))
-            SWW = np.block([[moments.block(a, b) for b in W] for a in W])
-
-            def null_level(idx):
-                # E||X_m^T X_U|| / n for independent blocks (Gaussian comparison bound)
-                SU = SWW[np.ix_(idx, idx)]
-                tr_u, top_u = float(np.trace(SU)), float(np.linalg.norm(SU, 2))
-                return (np.sqrt(tr_m * top_u) + np.sqrt(tr_u * top_m)) / np.sqrt(n)
         r = {frozenset(): 0}
         for U in _nonempty_subsets(W):
             idx = np.concatenate([cols[o] for o in W if o in U])

@@ -97,8 +97,8 @@ def compute_moments(views, *, ddof=1, modalities=None):
 
     Notes
     -----
-    Without missing entries this is one product ``Xc^T Xc`` of the centred,
-    stacked data. With missing entries, writing ``W`` for the observation mask
+    Without missing entries this is one symmetric product ``Xc^T Xc`` of the
+    centred, stacked data, accumulated over row chunks (no ``n x p`` copy). With missing entries, writing ``W`` for the observation mask
     and ``X0`` for the data with NaN set to 0, the pairwise-complete covariance
     of features ``i, j`` over the rows where both are observed is
 
@@ -115,8 +115,7 @@ def compute_moments(views, *, ddof=1, modalities=None):
         X = da.concatenate([da.asarray(a) for a in arrays.values()], axis=1)
         cov, means, counts, n = _moments_dask(X, ddof)
     else:
-        X = np.concatenate(list(arrays.values()), axis=1) if len(arrays) > 1 else arrays[mods[0]]
-        cov, means, counts, n = _moments_numpy(X, ddof)
+        cov, means, counts, n = _moments_numpy([arrays[m] for m in mods], ddof)
     if counts is not None:
         few = np.argwhere(counts <= ddof)
         if few.size:
@@ -160,15 +159,50 @@ def _feature(mods, sl, names, i):
     raise IndexError(i)  # pragma: no cover
 
 
-def _moments_numpy(X, ddof):
+#: rows per chunk are chosen so a chunk holds about this many float64 entries
+_CHUNK_ENTRIES = 1 << 22
+
+
+def _moments_numpy(blocks, ddof):
+    """Moments of column blocks (one per modality) without an ``n x p`` copy.
+
+    Rows are processed in chunks: each chunk of the stacked, shifted data is
+    formed once (``chunk x p``) and accumulated with one symmetric rank-k update
+    (BLAS ``dsyrk``: half the flops of the general product ``X^T X``). The shift
+    is the first chunk's mean, which keeps the one-pass formula
+    ``(sum y y^T - n m m^T) / (n - ddof)`` free of cancellation.
+    """
+    from scipy.linalg.blas import dsyrk
+
+    n = blocks[0].shape[0]
+    p = sum(b.shape[1] for b in blocks)
+    step = max(1, min(n, _CHUNK_ENTRIES // max(p, 1)))
+    if any(np.isnan(b[i : i + step]).any() for b in blocks for i in range(0, n, step)):
+        return _pairwise_moments(np.concatenate(blocks, axis=1), ddof)
+    shift = np.concatenate([b[:step].mean(axis=0) for b in blocks])
+    acc = np.zeros((p, p), order="F")
+    s1 = np.zeros(p)
+    buf = np.empty((step, p))
+    for i in range(0, n, step):
+        rows = min(step, n - i)
+        Y = buf[:rows]
+        start = 0
+        for b in blocks:
+            Y[:, start : start + b.shape[1]] = b[i : i + rows]
+            start += b.shape[1]
+        Y -= shift
+        s1 += Y.sum(axis=0)
+        acc = dsyrk(1.0, Y, beta=1.0, c=acc, trans=1, lower=0, overwrite_c=1)
+    cov = np.triu(acc) + np.triu(acc, 1).T
+    m = s1 / n
+    cov -= n * np.outer(m, m)
+    cov /= n - ddof
+    return cov, m + shift, None, n
+
+
+def _pairwise_moments(X, ddof):
     n = X.shape[0]
     mask = np.isnan(X)
-    if not mask.any():
-        means = X.mean(axis=0)
-        Xc = X - means
-        cov = Xc.T @ Xc
-        cov /= n - ddof
-        return cov, means, None, n
     W = (~mask).astype(np.float64)
     X0 = np.where(mask, 0.0, X)
     N = W.T @ W

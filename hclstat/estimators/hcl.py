@@ -109,6 +109,11 @@ class HCL(BaseHierarchicalEstimator):
         noise alone would make it non-zero.
     n_permutations : int
         Row permutations for the cross-covariance rank thresholds.
+    permutation_rows : int
+        Largest number of rows used for the permutation nulls; above it a
+        random row subset is permuted and its null levels are rescaled by
+        ``sqrt(n_sub / n)`` (keeps the pattern search from costing more than
+        the moment pass at large ``n``).
     alpha : float
         Level of the Tracy-Widom test for the specific ranks.
     max_iter : int
@@ -144,6 +149,7 @@ class HCL(BaseHierarchicalEstimator):
         gamma=1.0,
         lambdas=None,
         n_permutations=5,
+        permutation_rows=20000,
         alpha=0.01,
         max_iter=500,
         tol=1e-7,
@@ -158,6 +164,7 @@ class HCL(BaseHierarchicalEstimator):
         self.gamma = gamma
         self.lambdas = lambdas
         self.n_permutations = n_permutations
+        self.permutation_rows = permutation_rows
         self.alpha = alpha
         self.max_iter = max_iter
         self.tol = tol
@@ -172,7 +179,7 @@ class HCL(BaseHierarchicalEstimator):
             raise ValueError(f"penalty: expected 'group' or None, got {self.penalty!r}")
         if self.selection not in ("lattice", "bic"):
             raise ValueError(f"selection: expected 'lattice' or 'bic', got {self.selection!r}")
-        for name in ("max_iter", "n_permutations"):
+        for name in ("max_iter", "n_permutations", "permutation_rows"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
@@ -193,7 +200,14 @@ class HCL(BaseHierarchicalEstimator):
         arrays, names = check_views(views)
         moments = compute_moments(arrays)
         moments.feature_names = names
-        self._arrays = {m: a - moments.means[moments.slices[m]] for m, a in arrays.items()}
+        n = moments.n_samples
+        rows = None
+        if n > self.permutation_rows:
+            rng = np.random.default_rng(self.random_state) if not isinstance(self.random_state, np.random.Generator) else self.random_state
+            rows = np.sort(rng.choice(n, self.permutation_rows, replace=False))
+        self._arrays = {
+            m: (a if rows is None else a[rows]) - moments.means[moments.slices[m]] for m, a in arrays.items()
+        } if self.hierarchy is None else None
         try:
             return self.fit_moments(moments)
         finally:

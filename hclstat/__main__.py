@@ -1,0 +1,5 @@
+"""``python -m hclstat``: the command-line interface (see :mod:`hclstat.cli`)."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""Per-modality preprocessing of tabular input.
+
+Each modality declares its own steps (:class:`Preprocessing`); a
+:class:`ModalityPreprocessor` learns them on one table and applies the same
+transform to new rows. The steps, in order:
+
+1. non-numeric columns: one-hot encoded when ``onehot`` is requested, an error
+   naming them otherwise;
+2. ``log1p`` of the numeric columns (counts), which must be non-negative;
+3. columns with no observed value are an error; constant columns (a single
+   distinct observed value) are dropped with a :class:`DataWarning` naming them;
+4. centring (subtract the column mean) and scaling (divide by the column
+   standard deviation, ``ddof=1``), both over observed entries, both on by
+   default.
+
+Missing entries (NaN) are carried through untouched: they are never imputed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["DataWarning", "Preprocessing", "ModalityPreprocessor", "PREPROCESSING_TOKENS"]
+
+#: tokens accepted by :meth:`Preprocessing.parse` and what each one sets
+PREPROCESSING_TOKENS = {
+    "center": ("center", True),
+    "nocenter": ("center", False),
+    "scale": ("scale", True),
+    "noscale": ("scale", False),
+    "log1p": ("log1p", True),
+    "onehot": ("onehot", True),
+    "keepconstant": ("drop_constant", False),
+    "raw": None,  # no centring, no scaling
+}
+
+
+class DataWarning(UserWarning):
+    """The input was changed in a way the user should know about (e.g. a column dropped)."""
+
+
+def _names(cols, limit=10):
+    cols = [str(c) for c in cols]
+    more = f" and {len(cols) - limit} more" if len(cols) > limit else ""
+    return f"{cols[:limit]}{more}"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Preprocessing declared for one modality.
+
+    Parameters
+    ----------
+    center : bool
+        Subtract each column's mean (over observed entries). Default True.
+    scale : bool
+        Divide each column by its standard deviation (``ddof=1``). Default True.
+    log1p : bool
+        Apply ``log(1 + x)`` to the numeric columns first (for counts).
+    onehot : bool
+        One-hot encode the non-numeric columns (reference coding: the first
+        level in sorted order is dropped, so the indicators are not collinear).
+        Without it a non-numeric column is an error.
+    drop_constant : bool
+        Drop constant columns with a warning (default); when False they are an error.
+    """
+
+    center: bool = True
+    scale: bool = True
+    log1p: bool = False
+    onehot: bool = False
+    drop_constant: bool = True
+
+    @classmethod
+    def parse(cls, text):
+        """Build from a comma-separated list of tokens, e.g. ``"log1p,noscale"``.
+
+        Tokens: ``center``/``nocenter``, ``scale``/``noscale``, ``log1p``,
+        ``onehot``, ``keepconstant``, ``raw`` (= ``nocenter,noscale``).
+        Unlisted steps keep their defaults.
+        """
+        if isinstance(text, cls):
+            return text
+        if not isinstance(text, str):
+            raise TypeError(f"preprocessing: expected a string of tokens, got {type(text).__name__}")
+        values = {f.name: f.default for f in fields(cls)}
+        for token in (t.strip().lower().replace("-", "").replace("_", "") for t in text.split(",")):
+            if not token:
+                continue
+            if token not in PREPROCESSING_TOKENS:
+                raise ValueError(
+                    f"preprocessing: unknown step {token!r}; expected some of {sorted(PREPROCESSING_TOKENS)}"
+                )
+            if token == "raw":
+                values.update(center=False, scale=False)
+            else:
+                key, value = PREPROCESSING_TOKENS[token]
+                values[key] = value
+        return cls(**values)
+
+    def describe(self):
+        """Short text such as ``"log1p, center, scale"``."""
+        steps = [name for name in ("onehot", "log1p", "center", "scale") if getattr(self, name)]
+        if not self.drop_constant:
+            steps.append("keep constant")
+        return ", ".join(steps) if steps else "raw (no centring or scaling)"
+
+
+class ModalityPreprocessor:
+    """Learn and apply the :class:`Preprocessing` of one modality.
+
+    Parameters
+    ----------
+    spec : Preprocessing or str
+        The steps (a string is parsed by :meth:`Preprocessing.parse`).
+    name : str
+        Modality name, used in messages.
+
+    Attributes
+    ----------
+    columns_in_ : list of str
+        Input columns seen in :meth:`fit`.
+    categories_ : dict of str to list of str
+        Levels of each one-hot encoded column (the first is the dropped reference).
+    dropped_constant_ : list of str
+        Output columns dropped because they were constant.
+    means_, scales_ : pandas.Series
+        Centring and scaling applied to each output column (0 and 1 when off).
+    feature_names_out_ : list of str
+    """
+
+    def __init__(self, spec="", name="view"):
+        self.spec = Preprocessing.parse(spec)
+        self.name = name
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, table):
+        """Learn categories, constant columns, means and scales from ``table``."""
+        self.fit_transform(table)
+        return self
+
+    def fit_transform(self, table):
+        """Learn the transform on ``table`` and return the transformed table.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame of shape (n_samples, n_columns)
+
+        Returns
+        -------
+        pandas.DataFrame of float64, same index
+        """
+        table = self._check_frame(table)
+        self.columns_in_ = [str(c) for c in table.columns]
+        nonnum = [c for c in table.columns if not _is_numeric(table[c])]
+        if nonnum and not self.spec.onehot:
+            raise ValueError(
+                f"modality {self.name!r}: non-numeric columns {_names(nonnum)}; request one-hot "
+                f"encoding for this modality (CLI: --prep {self.name}=onehot) or drop them"
+            )
+        self.categories_ = {}
+        for c in nonnum:
+            levels = table[c].dropna().astype(str).unique().tolist()
+            self.categories_[str(c)] = sorted(levels)
+        out = self._encode(table)
+        all_nan = [c for c in out.columns if out[c].notna().sum() == 0]
+        if all_nan:
+            raise ValueError(
+                f"modality {self.name!r}: columns {_names(all_nan)} have no observed value (all NaN "
+                "in the rows used); drop them"
+            )
+        nunique = out.nunique(dropna=True)
+        constant = [str(c) for c in out.columns if nunique[c] <= 1]
+        if constant:
+            if not self.spec.drop_constant:
+                raise ValueError(f"modality {self.name!r}: constant columns {_names(constant)}; drop them")
+            warnings.warn(
+                f"modality {self.name!r}: dropped {len(constant)} constant column(s) {_names(constant)}",
+                DataWarning,
+                stacklevel=2,
+            )
+            out = out.drop(columns=constant)
+        self.dropped_constant_ = constant
+        if out.shape[1] == 0:
+            raise ValueError(f"modality {self.name!r}: no column is left after dropping constant columns")
+        self.means_ = out.mean(skipna=True) if self.spec.center else pd.Series(0.0, index=out.columns)
+        self.scales_ = out.std(skipna=True, ddof=1) if self.spec.scale else pd.Series(1.0, index=out.columns)
+        self.feature_names_out_ = [str(c) for c in out.columns]
+        return self._standardise(out)
+
+    # ------------------------------------------------------------ transform
+    def transform(self, table):
+        """Apply the learned transform to new rows (same input columns as in fit)."""
+        if not hasattr(self, "feature_names_out_"):
+            raise RuntimeError(f"modality {self.name!r}: the preprocessor is not fitted; call fit first")
+        table = self._check_frame(table)
+        cols = [str(c) for c in table.columns]
+        missing = [c for c in self.columns_in_ if c not in cols]
+        if missing:
+            raise ValueError(f"modality {self.name!r}: columns {_names(missing)} seen in fit are missing")
+        table = table.set_axis(cols, axis=1)[self.columns_in_]
+        out = self._encode(table)[self.feature_names_out_]
+        return self._standardise(out)
+
+    # -------------------------------------------------------------- helpers
+    def _check_frame(self, table):
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"modality {self.name!r}: expected a pandas DataFrame, got {type(table).__name__}")
+        if table.shape[0] == 0:
+            raise ValueError(f"modality {self.name!r}: the table has no rows")
+        if table.shape[1] == 0:
+            raise ValueError(f"modality {self.name!r}: the table has no data columns")
+        dup = table.columns[table.columns.astype(str).duplicated()].astype(str).unique().tolist()
+        if dup:
+            raise ValueError(f"modality {self.name!r}: duplicated column names {_names(dup)}")
+        return table
+
+    def _encode(self, table):
+        """Numeric float64 frame: one-hot indicators, log1p, inf check."""
+        parts = {}
+        for c in table.columns:
+            key = str(c)
+            col = table[c]
+            if key in self.categories_:
+                levels = self.categories_[key]
+                observed = col.notna().to_numpy()
+                as_str = col.astype(object).where(col.notna(), None)
+                unknown = sorted({str(v) for v in as_str[observed]} - set(levels))
+                if unknown:
+                    raise ValueError(
+                        f"modality {self.name!r}: column {key!r} has levels {_names(unknown)} not seen in fit"
+                    )
+                values = np.array([str(v) if ok else "" for v, ok in zip(as_str, observed)], dtype=object)
+                # a single observed level gives one constant indicator, dropped (with a warning) later
+                for level in levels[1:] if len(levels) > 1 else levels:
+                    ind = (values == level).astype(np.float64)
+                    ind[~observed] = np.nan
+                    parts[f"{key}={level}"] = ind
+                continue
+            if not _is_numeric(col):
+                raise ValueError(f"modality {self.name!r}: column {key!r} is not numeric")
+            x = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+            inf = np.isinf(x)
+            if inf.any():
+                i = int(np.flatnonzero(inf)[0])
+                raise ValueError(
+                    f"modality {self.name!r}: infinite value in column {key!r} at row {_row(table.index[i])!r}; "
+                    "remove or replace infinite entries"
+                )
+            if self.spec.log1p:
+                neg = x < 0
+                if neg.any():
+                    i = int(np.flatnonzero(neg)[0])
+                    raise ValueError(
+                        f"modality {self.name!r}: log1p needs non-negative counts, column {key!r} has "
+                        f"{float(x[i])!r} at row {_row(table.index[i])!r}"
+                    )
+                x = np.log1p(x)
+            parts[key] = x
+        return pd.DataFrame(parts, index=table.index)
+
+    def _standardise(self, out):
+        scales = self.scales_.where(self.scales_ > 0, 1.0)
+        return ((out - self.means_) / scales).astype(np.float64)
+
+    def report(self):
+        """``dict`` describing what was done (JSON-serialisable)."""
+        return {
+            "steps": self.spec.describe(),
+            "columns_in": len(self.columns_in_),
+            "columns_out": len(self.feature_names_out_),
+            "one_hot": {c: {"levels": lv, "reference": lv[0] if lv else None} for c, lv in self.categories_.items()},
+            "dropped_constant": list(self.dropped_constant_),
+        }
+
+
+def _row(label):
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _is_numeric(col):
+    return pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)
