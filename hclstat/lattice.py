@@ -77,8 +77,11 @@ def fit_structure_ranks(observed_ranks, modalities, start):
     """Integer least-squares fit of non-specific ranks to observed cross ranks.
 
     ``observed_ranks`` maps ``(m, U)`` to an observed rank. Starting from
-    ``start`` ({structure: int}), single-unit moves (+1/-1 on one structure) are
-    taken while they lower the squared misfit; ties keep the current value.
+    ``start`` ({structure: int}), the best single-unit move (+1/-1 on one
+    structure) is taken while it lowers the squared misfit; ties keep the
+    current value (and, among moves, the first structure in canonical order).
+    Taking the *best* move, not the first improving one, makes a start one unit
+    from an exact fit return that fit.
     """
     structs = [frozenset(c) for size in range(len(modalities), 1, -1) for c in itertools.combinations(modalities, size)]
     ranks = {s: max(0, int(start.get(s, 0))) for s in structs}
@@ -87,19 +90,21 @@ def fit_structure_ranks(observed_ranks, modalities, start):
         return float(sum((obs - _implied_rank(r, m, U)) ** 2 for (m, U), obs in observed_ranks.items()))
 
     best = misfit(ranks)
-    improved = True
-    while improved:
-        improved = False
+    while True:
+        move, move_val = None, best - 1e-12
         for s in structs:
             for step in (-1, 1):
                 if ranks[s] + step < 0:
                     continue
                 ranks[s] += step
                 val = misfit(ranks)
-                if val < best - 1e-12:
-                    best, improved = val, True
-                else:
-                    ranks[s] -= step
+                ranks[s] -= step
+                if val < move_val:
+                    move, move_val = (s, step), val
+        if move is None:
+            break
+        ranks[move[0]] += move[1]
+        best = move_val
     return {s: k for s, k in ranks.items() if k > 0}, best
 
 
@@ -174,6 +179,14 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
                 return null_scale * max(np.linalg.norm(null[:, idx], 2) for null in nulls)
         else:
             Smm = moments.block(m, m)
+            tr_m, top_m = float(np.trace(Smm)), float(np.linalg.norm(Smm, 2))
+            SWW = np.block([[moments.block(a, b) for b in W] for a in W])
+
+            def null_level(idx):
+                # E||X_m^T X_U|| / n for independent blocks (Gaussian comparison bound)
+                SU = SWW[np.ix_(idx, idx)]
+                tr_u, top_u = float(np.trace(SU)), float(np.linalg.norm(SU, 2))
+                return (np.sqrt(tr_m * top_u) + np.sqrt(tr_u * top_m)) / np.sqrt(n)
         r = {frozenset(): 0}
         for U in _nonempty_subsets(W):
             idx = np.concatenate([cols[o] for o in W if o in U])
@@ -307,13 +320,58 @@ def noise_whitened_rank(S, n, *, noise_model="diagonal", alpha=0.01, max_rank=No
     return r, psi
 
 
+def lrt_rank(S, n, *, alpha=0.01, max_rank=None):
+    """Number of factors by the sequential Bartlett-corrected likelihood-ratio test.
+
+    For ``r = 0, 1, ...`` the statistic
+    ``(n - 1 - (2p + 5)/6 - 2r/3) * F_r`` with
+    ``F_r = log det(L L^T + Psi) - log det S + tr((L L^T + Psi)^{-1} S) - p``
+    of the rank-``r`` factor-analysis fit is compared with the upper ``alpha``
+    quantile of chi-square with ``((p - r)^2 - (p + r)) / 2`` degrees of
+    freedom; the first ``r`` not rejected is returned (at most the Ledermann
+    bound, where the degrees of freedom run out). Valid for ``p`` small next to
+    ``n``; :func:`specific_ranks` uses it when ``p^2 <= n``.
+    """
+    from scipy.stats import chi2
+
+    p = S.shape[0]
+    cap = p - 1 if max_rank is None else min(int(max_rank), p - 1)
+    _, logdet_s = np.linalg.slogdet(S)
+    for r in range(0, cap + 1):
+        df = ((p - r) ** 2 - (p + r)) / 2.0
+        if df <= 0:
+            return max(r - 1, 0)
+        psi = _fa_noise(S, r)
+        q = 1.0 / np.sqrt(psi)
+        w, V = np.linalg.eigh(S * q[:, None] * q[None, :])
+        w, V = w[::-1], V[:, ::-1]
+        L = (V[:, :r] * np.sqrt(np.clip(w[:r] - 1.0, 0.0, None))) * np.sqrt(psi)[:, None]
+        Sigma = L @ L.T + np.diag(psi)
+        _, logdet = np.linalg.slogdet(Sigma)
+        F = logdet - logdet_s + np.trace(np.linalg.solve(Sigma, S)) - p
+        stat = (n - 1 - (2 * p + 5) / 6.0 - 2 * r / 3.0) * F
+        if stat <= chi2.isf(alpha, df):
+            return r
+    return cap
+
+
 def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, max_rank=None):
-    """Specific ranks: whitened within-modality signal rank minus the non-specific ranks."""
+    """Specific ranks: within-modality signal rank minus the non-specific ranks.
+
+    The within-modality rank is the Tracy-Widom count of
+    :func:`noise_whitened_rank`, or, for a diagonal noise model and a modality
+    with ``p_m^2 <= n`` (few columns, where the chi-square approximation holds
+    and a concentrated factor can hide in one unique variance), the sequential
+    likelihood-ratio test :func:`lrt_rank`.
+    """
     out, total = {}, {}
     for m in moments.modalities:
         S = moments.block(m, m)
-        r, _ = noise_whitened_rank(S, moments.block_count(m, m), noise_model=noise_model,
-                                   alpha=alpha, max_rank=max_rank)
+        n = moments.block_count(m, m)
+        if noise_model == "diagonal" and S.shape[0] ** 2 <= n:
+            r = lrt_rank(S, n, alpha=alpha, max_rank=max_rank)
+        else:
+            r, _ = noise_whitened_rank(S, n, noise_model=noise_model, alpha=alpha, max_rank=max_rank)
         ns = sum(k for s, k in nonspecific.items() if m in s)
         total[m] = r
         out[frozenset([m])] = max(0, r - ns)
