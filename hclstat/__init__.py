@@ -8,6 +8,7 @@ from .moments import Moments, compute_moments, moments_from_covariance
 from .estimators.base import ModelRepresentation
 from .estimators.hcl import HCL
 from .estimators.sfa import StructuredFactorAnalysis
+from .downstream import HCLClassifier, HCLRegressor
 from . import baselines, metrics
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "HCL",
     "StructuredFactorAnalysis",
     "ModelRepresentation",
+    "HCLRegressor",
+    "HCLClassifier",
     "baselines",
     "metrics",
     "ConvergenceWarning",

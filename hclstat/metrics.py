@@ -18,9 +18,20 @@ __all__ = [
     "pattern_scores",
     "loading_errors",
     "block_errors",
+    "excess_risk",
 ]
 
 SUBSPACE_KINDS = ("sin_theta", "chordal", "spectral")
+
+
+def __getattr__(name):
+    # excess_risk needs the downstream layer; import it only when asked so that
+    # metrics keeps depending on the hierarchy alone
+    if name == "excess_risk":
+        from .downstream import excess_risk
+
+        return excess_risk
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def orthonormal_basis(A, *, rtol=None):
