@@ -60,13 +60,18 @@ def hcl_objective(S, A, slices, support, *, gamma=1.0, weights=None, lam=0.0, c=
     val = 0.0
     for a in range(M):
         Aa = A[slices[a]]
+        Ga = Aa.T @ Aa
         for b in range(a + 1, M):
             w = 1.0 if weights is None else weights[a, b]
-            R = S[slices[a], slices[b]] - Aa @ A[slices[b]].T
-            val += w * float(np.sum(R * R))
-        R = S[slices[a], slices[a]] - Aa @ Aa.T
-        np.fill_diagonal(R, 0.0)
-        val += 0.5 * gamma * float(np.sum(R * R))
+            Sab = S[slices[a], slices[b]]
+            Ab = A[slices[b]]
+            # ||S - Aa Ab^T||^2 = ||S||^2 - 2 tr(Aa^T S Ab) + tr(Ga Gb), without a p_a x p_b residual
+            val += w * (float(np.einsum("ij,ij->", Sab, Sab)) - 2.0 * float(np.einsum("ij,ij->", Aa, Sab @ Ab))
+                        + float(np.einsum("ij,ji->", Ga, Ab.T @ Ab)))
+        Saa = S[slices[a], slices[a]]
+        full = float(np.einsum("ij,ij->", Saa, Saa)) - 2.0 * float(np.einsum("ij,ij->", Aa, Saa @ Aa)) + float(np.einsum("ij,ij->", Ga, Ga))
+        diag = np.diag(Saa) - np.einsum("ij,ij->i", Aa, Aa)
+        val += 0.5 * gamma * (full - float(diag @ diag))
         if lam:
             val += lam * float(np.sum(c[a] * np.linalg.norm(Aa, axis=0)))
     return val
@@ -106,7 +111,7 @@ class HCL(BaseHierarchicalEstimator):
         specific parts).
     lambdas : sequence of float, optional
         Multipliers of the calibrated penalty weights along the path (default
-        ``(0.5, 1, 2, 4, 8)``): a multiplier of 1 puts a block at the level where
+        ``(1, 2, 4)``): a multiplier of 1 puts a block at the level where
         noise alone would make it non-zero.
     n_permutations : int
         Row permutations for the cross-covariance rank thresholds.
@@ -457,55 +462,91 @@ class HCL(BaseHierarchicalEstimator):
 
     # ----------------------------------------------------- penalised path
     def _select(self, S, psi, sl, support0, A0, n, h):
-        """Penalised confirmation path; returns the support chosen by BIC."""
+        """Penalised confirmation path over calibrated multipliers.
+
+        Every (modality, component) block is free; a block's penalty weight is
+        the gradient norm that noise alone would give it at zero, so at
+        multiplier 1 a block outside the pattern enters only if the data push it
+        harder than noise would. Returns the chosen support, its loadings and
+        one row per multiplier (the support visited and whether it agrees with
+        the lattice pattern; with ``selection="bic"`` also each support's BIC).
+        """
         dh = 1.0 / np.sqrt(psi)
         Sw = S * dh[:, None] * dh[None, :]
         Aw = A0 * dh[:, None]
         M, K = support0.shape
         # calibrated block weights: gradient norm a zero block would see from noise alone
         tau = self._pair_noise_levels(Sw, sl, n)
-        c = np.zeros((M, K))
+        col_norms = np.array([[np.linalg.norm(Aw[sl[b], j]) for j in range(K)] for b in range(M)])
+        noise = np.maximum(tau @ col_norms, 1e-12)
+        # adaptive weights: a block's push from the data when refitted alone,
+        # z = ||sum_b (S_ab - A_a A_b^T + A_aj A_bj^T) A_bj||; blocks the data push
+        # harder than noise are penalised in proportion noise / z (no shrinkage bias
+        # for strong blocks), the others at the noise level itself
+        z = np.zeros((M, K))
         for a in range(M):
-            for j in range(K):
-                c[a, j] = 2.0 * sum(tau[a, b] * np.linalg.norm(Aw[sl[b], j]) for b in range(M) if b != a)
-        c = np.maximum(c, 1e-12)
-        lambdas = (0.5, 1.0, 2.0, 4.0, 8.0) if self.lambdas is None else tuple(self.lambdas)
+            push = np.zeros((sl[a].stop - sl[a].start, K))
+            for b in range(M):
+                if b != a:
+                    R = Sw[sl[a], sl[b]] @ Aw[sl[b]] - Aw[sl[a]] @ (Aw[sl[b]].T @ Aw[sl[b]])
+                    push += R + Aw[sl[a]] * (col_norms[b] ** 2)[None, :]
+            z[a] = np.linalg.norm(push, axis=0)
+        c = 2.0 * noise * np.minimum(1.0, noise / np.maximum(z, 1e-300))
+        lambdas = (1.0, 2.0, 4.0) if self.lambdas is None else tuple(self.lambdas)
         free_all = np.ones((M, K), dtype=bool)
-        candidates = {self._key(support0): support0}
+        key0 = self._key(support0)
+        candidates = {key0: support0}
         rows = []
         A = Aw.copy()
         for lam in sorted(lambdas):
             A = self._penalised(Sw, A, sl, free_all, lam, c)
-            sup = np.array([[np.linalg.norm(A[sl[a], j]) > 0 for j in range(K)] for a in range(M)])
+            sup = np.array([[np.any(A[sl[a], j] != 0.0) for j in range(K)] for a in range(M)])
             candidates.setdefault(self._key(sup), sup)
-            rows.append({"lambda": lam, "support": self._key(sup), "objective": hcl_objective(Sw, A, sl, free_all, gamma=self.gamma, lam=lam, c=c)})
-        scores = {}
-        fits = {}
-        for key, sup in candidates.items():
-            keep = sup.any(axis=0)
-            if not keep.any():
-                continue
-            sub = sup[:, keep]
-            if np.any(sub.sum(axis=1) > np.array([s.stop - s.start for s in sl]) - 1):
-                continue  # leaves a modality no noise dimension: not a candidate
-            hk = self._hierarchy_from_support(h, sub)
-            Ak, _ = self._fit_support(S, psi, sl, sub, hk, (A0 if sup is support0 else A0 * sup.repeat([s.stop - s.start for s in sl], axis=0))[:, keep])
-            scores[key] = self._bic(S, Ak, sl, sub, n)
-            fits[key] = (sub, Ak)
-        best = min(scores, key=scores.get) if self.selection == "bic" else self._key(support0)
+            rows.append({"lambda": lam, "pattern": self._describe(h, sup), "support": self._key(sup),
+                         "agrees_with_lattice": self._key(sup) == key0,
+                         "objective": hcl_objective(Sw, A, sl, free_all, gamma=self.gamma, lam=lam, c=c)})
+        best, fits = key0, {key0: (support0, A0)}
+        if self.selection == "bic":
+            sizes = np.array([s.stop - s.start for s in sl])
+            scores = {}
+            for key, sup in candidates.items():
+                keep = sup.any(axis=0)
+                sub = sup[:, keep]
+                if not keep.any() or np.any(sub.sum(axis=1) > sizes - 1):
+                    continue  # empty, or leaves a modality no noise dimension
+                hk = self._hierarchy_from_support(h, sub)
+                start = A0 if key == key0 else (A0 * np.repeat(sup, sizes, axis=0))[:, keep]
+                Ak, _ = self._fit_support(S, psi, sl, sub, hk, start)
+                scores[key] = self._bic(S, Ak, sl, sub, n)
+                fits[key] = (sub, Ak)
+            best = min(scores, key=scores.get)
+            for r in rows:
+                r["bic"] = scores.get(r["support"], np.nan)
         for r in rows:
-            r["bic"] = scores.get(r["support"], np.nan)
             r["selected"] = r["support"] == best
-        rows.append({"lambda": 0.0, "support": self._key(support0), "objective": np.nan,
-                     "bic": scores.get(self._key(support0), np.nan), "selected": self._key(support0) == best})
+        rows.append({"lambda": 0.0, "pattern": self._describe(h, support0), "support": key0,
+                     "agrees_with_lattice": True, "objective": np.nan, "selected": key0 == best,
+                     **({"bic": scores.get(key0, np.nan)} if self.selection == "bic" else {})})
         sub, Ak = fits[best]
         return sub, Ak, rows
 
-    def _penalised(self, Sw, A, sl, free, lam, c, n_outer=100):
+    @staticmethod
+    def _describe(h, sup):
+        """Readable pattern of a support: ``{a,b,c}:1 {a,b}:1 ...``."""
+        counts = {}
+        for j in range(sup.shape[1]):
+            s = frozenset(m for a, m in enumerate(h.modalities) if sup[a, j])
+            if s:
+                counts[s] = counts.get(s, 0) + 1
+        order = sorted(counts, key=lambda s: (-len(s), sorted(h.index(m) for m in s)))
+        return " ".join(f"{h.name(s)}:{counts[s]}" for s in order) or "(empty)"
+
+    def _penalised(self, Sw, A, sl, free, lam, c, n_outer=50):
         """Block majorise-minimise steps on the penalised objective (monotone)."""
         M = len(sl)
         g = float(self.gamma)
         prev = hcl_objective(Sw, A, sl, free, gamma=g, lam=lam, c=c)
+        snorm = [np.linalg.norm(Sw[s, s], 2) for s in sl]
         for _ in range(n_outer):
             for a in range(M):
                 Aa = A[sl[a]].copy()
@@ -515,7 +556,7 @@ class HCL(BaseHierarchicalEstimator):
                 np.fill_diagonal(E, 0.0)
                 grad_w = -2.0 * g * (E @ Aa)  # gradient of the within term
                 hw = 0.5 * g * float(np.sum(E * E))
-                L = 2.0 * g * (np.linalg.norm(Aa, 2) ** 2 * 3.0 + np.linalg.norm(Saa, 2)) + 1e-12
+                L = 2.0 * g * (np.linalg.norm(Aa, 2) ** 2 * 3.0 + snorm[a]) + 1e-12
                 freeidx = np.flatnonzero(free[a]).astype(np.int64)
                 lamv = np.ascontiguousarray(lam * c[a])
                 for _ls in range(30):
@@ -539,14 +580,21 @@ class HCL(BaseHierarchicalEstimator):
 
     @staticmethod
     def _pair_noise_levels(Sw, sl, n):
-        """Null spectral norm of a whitened cross-covariance block: ``(sqrt p_a + sqrt p_b) / sqrt n``."""
+        """Null spectral norm of each sample cross-covariance block.
+
+        ``(sqrt(tr S_aa ||S_bb||) + sqrt(tr S_bb ||S_aa||)) / sqrt(n)``: the
+        expected norm of the cross-covariance of two independent blocks with
+        these covariances (the same bound :func:`hclstat.lattice.rank_lattice`
+        uses without data), so signal variance inflates it as it should.
+        """
         M = len(sl)
+        tr = [float(np.trace(Sw[s, s])) for s in sl]
+        top = [float(np.linalg.norm(Sw[s, s], 2)) for s in sl]
         tau = np.zeros((M, M))
         for a in range(M):
             for b in range(M):
                 if a != b:
-                    pa, pb = sl[a].stop - sl[a].start, sl[b].stop - sl[b].start
-                    tau[a, b] = (np.sqrt(pa) + np.sqrt(pb)) / np.sqrt(n)
+                    tau[a, b] = (np.sqrt(tr[a] * top[b]) + np.sqrt(tr[b] * top[a])) / np.sqrt(n)
         return tau
 
     @staticmethod
