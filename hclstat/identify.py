@@ -31,6 +31,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from .exceptions import EstimationWarning, IdentifiabilityError
+from .lattice import implied_rank, mobius_estimates
 from .hierarchy import Hierarchy
 from .model import HierarchicalModel
 from .moments import Moments
@@ -243,29 +244,6 @@ def _cross_ranks(Sigma, base, tol):
             rel = s / scale if scale > 0 else np.zeros_like(s)
             out[(m, U)] = (int(np.sum(rel > tol)), rel)
     return out
-
-
-def _theory_rank(ranks, m, U):
-    """``sum k_S`` over structures ``S ∋ m`` meeting ``U`` (uncorrelated, general position)."""
-    return int(sum(k for s, k in ranks.items() if m in s and s & U))
-
-
-def _mobius(observed, m, others):
-    """Member ``m``'s estimate of every ``k_{{m} ∪ T}``, ``T ⊆ others`` non-empty.
-
-    ``k_{{m}∪T} = -sum_{V ⊆ T} (-1)^{|T \\ V|} rank Cov(x_m, x_{W \\ V})`` with
-    ``W = others`` and ``rank Cov(x_m, x_∅) = 0``.
-    """
-    W = frozenset(others)
-    est = {}
-    for T in _subsets(others):
-        total = 0
-        for V in _subsets(T, empty=True):
-            rest = W - V
-            if rest:
-                total += (-1) ** len(T - V) * observed[(m, rest)]
-        est[frozenset([m]) | T] = -total
-    return est
 
 
 class RankConsistency:
@@ -793,7 +771,7 @@ def identify(covariance, dims, *, noise_model="isotropic", tol=None, hierarchy=N
     else:
         observed = _cross_ranks(Sigma, base, tol)
         estimates = {
-            m: _mobius({key: v[0] for key, v in observed.items()}, m, [o for o in mods if o != m])
+            m: mobius_estimates({key: v[0] for key, v in observed.items()}, m, [o for o in mods if o != m])
             for m in mods
         }
         ns_ranks, consistency = _rank_consistency(estimates, base)
@@ -937,7 +915,7 @@ def _rank_table(base, ranks, observed):
     rows = []
     for m in base.modalities:
         for U in _subsets([o for o in base.modalities if o != m]):
-            row = {"modality": m, "with": _label(U, index), "expected": _theory_rank(ranks, m, U)}
+            row = {"modality": m, "with": _label(U, index), "expected": implied_rank(ranks, m, U)}
             if observed is not None:
                 r, rel = observed[(m, U)]
                 row.update(
@@ -1150,7 +1128,7 @@ def check_model(model, *, noise_model="auto", tol=DEFAULT_TOL):
         Sigma = model.covariance()
         observed = _cross_ranks(Sigma, Hierarchy(h.dims, {}), tol)
         for (m, U), (r, _) in observed.items():
-            expected = _theory_rank(h.ranks, m, U)
+            expected = implied_rank(h.ranks, m, U)
             if r != expected:
                 reasons.append(
                     f"rank Cov(x_{m}, x_{_label(U, {x: i for i, x in enumerate(h.modalities)})}) = {r}"
