@@ -29,7 +29,7 @@ import pandas as pd
 from .hierarchy import Hierarchy
 from .utils import check_random_state
 
-__all__ = ["RankLattice", "rank_lattice", "specific_ranks", "fit_structure_ranks", "noise_whitened_rank"]
+__all__ = ["RankLattice", "rank_lattice", "implied_rank", "mobius_estimates", "specific_ranks", "fit_structure_ranks", "noise_whitened_rank"]
 
 
 @dataclass
@@ -69,8 +69,30 @@ def _nonempty_subsets(items):
             yield frozenset(c)
 
 
-def _implied_rank(ranks, m, U):
-    return sum(k for s, k in ranks.items() if m in s and s & U)
+def implied_rank(ranks, m, U):
+    """``rank Cov(x_m, x_U) = sum k_S`` over structures ``S ∋ m`` meeting ``U``
+    (uncorrelated latents, general position)."""
+    return int(sum(k for s, k in ranks.items() if m in s and s & U))
+
+
+def mobius_estimates(observed, m, others):
+    """Member ``m``'s estimate of every ``k_{{m} ∪ T}``, ``T ⊆ others`` non-empty.
+
+    ``k_{{m}∪T} = -sum_{V ⊆ T} (-1)^{|T \\ V|} rank Cov(x_m, x_{W \\ V})`` with
+    ``W = others``, ``observed[(m, U)] = rank Cov(x_m, x_U)`` and
+    ``rank Cov(x_m, x_∅) = 0``.
+    """
+    W = frozenset(others)
+    est = {}
+    for T in _nonempty_subsets(list(others)):
+        total = 0
+        for size in range(len(T) + 1):
+            for V in itertools.combinations(sorted(T, key=list(others).index), size):
+                rest = W - frozenset(V)
+                if rest:
+                    total += (-1) ** (len(T) - size) * observed[(m, rest)]
+        est[frozenset([m]) | T] = -total
+    return est
 
 
 def fit_structure_ranks(observed_ranks, modalities, start):
@@ -87,7 +109,7 @@ def fit_structure_ranks(observed_ranks, modalities, start):
     ranks = {s: max(0, int(start.get(s, 0))) for s in structs}
 
     def misfit(r):
-        return float(sum((obs - _implied_rank(r, m, U)) ** 2 for (m, U), obs in observed_ranks.items()))
+        return float(sum((obs - implied_rank(r, m, U)) ** 2 for (m, U), obs in observed_ranks.items()))
 
     best = misfit(ranks)
     while True:
@@ -200,14 +222,7 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
             thresholds[(m, U)] = tau
             rows.append({"modality": m, "U": ",".join(o for o in W if o in U), "rank": k,
                          "threshold": tau, "top_singular_value": float(sv[0]) if sv.size else 0.0})
-        Wset = frozenset(W)
-        for T in _nonempty_subsets(W):
-            val = 0
-            for size in range(len(T) + 1):
-                for V in itertools.combinations(sorted(T, key=mods.index), size):
-                    V = frozenset(V)
-                    val -= (-1) ** (len(T) - len(V)) * r[Wset - V]
-            s = T | {m}
+        for s, val in mobius_estimates({(m, U): k for U, k in r.items() if U}, m, W).items():
             estimates.setdefault(s, {})[m] = val
             member_rows.append({"structure": ",".join(o for o in mods if o in s), "modality": m, "estimate": val})
     start = {s: int(np.round(np.median(list(e.values())))) for s, e in estimates.items()}
@@ -289,35 +304,33 @@ def noise_whitened_rank(S, n, *, noise_model="diagonal", alpha=0.01, max_rank=No
 
     Counts eigenvalues of ``Psi^{-1/2} S Psi^{-1/2}`` above the upper ``alpha``
     Tracy-Widom quantile of the top eigenvalue of a white-noise covariance of
-    the same size (:func:`white_noise_edge`), iterating the rank and the noise
-    estimate ``Psi`` (isotropic: mean residual eigenvalue; diagonal:
-    principal-axis factor fit) to a fixed point.
+    the same size (:func:`white_noise_edge`), with the noise estimate ``Psi``
+    of a rank-``r`` fit (isotropic: mean residual eigenvalue; diagonal:
+    factor-analysis fit), and returns the smallest self-consistent rank: the
+    first ``r`` whose whitened spectrum has at most ``r`` eigenvalues above
+    the edge. Every rank above the true one is self-consistent too (an
+    over-fitted factor always clears the edge), so the search steps up one
+    rank at a time, from the count at ``r = 0`` (correlation scale, which
+    cannot exceed the true rank in the population).
 
     Returns
     -------
     rank : int
     psi : ndarray of shape (p,)
+        Noise variances of the rank-``rank`` fit.
     """
     p = S.shape[0]
     cap = p - 1 if max_rank is None else min(int(max_rank), p - 1)
     null_top = white_noise_edge(n - 1, p, alpha=alpha)
-    r, seen = 0, set()
-    for _ in range(20):
-        if noise_model == "isotropic":
-            w = np.linalg.eigvalsh(S)[::-1]
-            psi = np.full(p, w[r:].mean())
-        else:
-            psi = _fa_noise(S, r)
+    w = np.linalg.eigvalsh(S)[::-1]
+    r = 0
+    while True:
+        psi = np.full(p, w[r:].mean()) if noise_model == "isotropic" else _fa_noise(S, r)
         d = 1.0 / np.sqrt(psi)
-        ev = np.linalg.eigvalsh(S * d[:, None] * d[None, :])
-        new = min(int(np.sum(ev > null_top)), cap)
-        if new == r or new in seen:
-            r = min(r, new) if new in seen else new
-            break
-        seen.add(r)
-        r = new
-    psi = np.full(p, np.linalg.eigvalsh(S)[::-1][r:].mean()) if noise_model == "isotropic" else _fa_noise(S, r)
-    return r, psi
+        count = min(int(np.sum(np.linalg.eigvalsh(S * d[:, None] * d[None, :]) > null_top)), cap)
+        if count <= r:
+            return r, psi
+        r = count if r == 0 else r + 1
 
 
 def lrt_rank(S, n, *, alpha=0.01, max_rank=None):
