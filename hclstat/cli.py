@@ -33,6 +33,7 @@ import contextlib
 import importlib
 import inspect
 import json
+import os
 import re
 import sys
 import time
@@ -298,8 +299,9 @@ def build_parser():
     p.add_argument("config", help="study config file")
     p.add_argument("--out", required=True, metavar="DIR", help="study output directory (resumable)")
     p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="dask.distributed scheduler address (default: a local cluster)")
-    p.add_argument("--workers", type=_positive_int, metavar="N", help="local workers")
+                   help="dask.distributed scheduler address (default: a local cluster of --workers processes)")
+    p.add_argument("--workers", type=_positive_int, metavar="N", default=os.cpu_count() or 1,
+                   help="worker processes of the local cluster (default: the number of cores; 1 runs in this process)")
     p.add_argument("--max-cells", type=_positive_int, metavar="N",
                    help="run only the first N cells of the grid (a quick look)")
     _add_common(p)
