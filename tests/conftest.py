@@ -10,6 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
+
+# xdist runs one worker per core; a multi-threaded BLAS inside each worker
+# oversubscribes the machine (measured: HCL fits 10x slower on 2 cores)
+_BLAS_LIMIT = threadpool_limits(1)
 
 from hclstat.hierarchy import Hierarchy
 

@@ -36,6 +36,9 @@ from .base import BaseHierarchicalEstimator
 __all__ = ["HCL", "hcl_objective"]
 
 _NOISE_FLOOR = 1e-6
+#: a trace-form block residual below this fraction of ||S_block||_F^2 has lost half its
+#: digits to cancellation (an exact fit gives negative round-off): recompute it directly
+_CANCEL = 1e-8
 _WEIGHT_FLOOR = 1e-2
 
 
@@ -66,12 +69,22 @@ def hcl_objective(S, A, slices, support, *, gamma=1.0, weights=None, lam=0.0, c=
             Sab = S[slices[a], slices[b]]
             Ab = A[slices[b]]
             # ||S - Aa Ab^T||^2 = ||S||^2 - 2 tr(Aa^T S Ab) + tr(Ga Gb), without a p_a x p_b residual
-            val += w * (float(np.einsum("ij,ij->", Sab, Sab)) - 2.0 * float(np.einsum("ij,ij->", Aa, Sab @ Ab))
-                        + float(np.einsum("ij,ji->", Ga, Ab.T @ Ab)))
+            s2 = float(np.einsum("ij,ij->", Sab, Sab))
+            v = s2 - 2.0 * float(np.einsum("ij,ij->", Aa, Sab @ Ab)) + float(np.einsum("ij,ji->", Ga, Ab.T @ Ab))
+            if v < _CANCEL * s2:  # near an exact fit the expansion is all round-off: use the residual
+                R = Sab - Aa @ Ab.T
+                v = float(np.einsum("ij,ij->", R, R))
+            val += w * v
         Saa = S[slices[a], slices[a]]
-        full = float(np.einsum("ij,ij->", Saa, Saa)) - 2.0 * float(np.einsum("ij,ij->", Aa, Saa @ Aa)) + float(np.einsum("ij,ij->", Ga, Ga))
+        s2 = float(np.einsum("ij,ij->", Saa, Saa))
+        full = s2 - 2.0 * float(np.einsum("ij,ij->", Aa, Saa @ Aa)) + float(np.einsum("ij,ij->", Ga, Ga))
         diag = np.diag(Saa) - np.einsum("ij,ij->i", Aa, Aa)
-        val += 0.5 * gamma * (full - float(diag @ diag))
+        v = full - float(diag @ diag)
+        if v < _CANCEL * s2:
+            R = Saa - Aa @ Aa.T
+            np.fill_diagonal(R, 0.0)
+            v = float(np.einsum("ij,ij->", R, R))
+        val += 0.5 * gamma * v
         if lam:
             val += lam * float(np.sum(c[a] * np.linalg.norm(Aa, axis=0)))
     return val
