@@ -569,7 +569,8 @@ class HCL(BaseHierarchicalEstimator):
                 np.fill_diagonal(E, 0.0)
                 grad_w = -2.0 * g * (E @ Aa)  # gradient of the within term
                 hw = 0.5 * g * float(np.sum(E * E))
-                L = 2.0 * g * (np.linalg.norm(Aa, 2) ** 2 * 3.0 + snorm[a]) + 1e-12
+                # ||Aa||_2^2 from the K x K Gram (cheaper than an SVD of Aa)
+                L = 2.0 * g * (np.linalg.eigvalsh(Aa.T @ Aa)[-1] * 3.0 + snorm[a]) + 1e-12
                 freeidx = np.flatnonzero(free[a]).astype(np.int64)
                 lamv = np.ascontiguousarray(lam * c[a])
                 for _ls in range(30):
