@@ -306,8 +306,8 @@ def test_row_ls_sweep_matches_reference(rng, K, free_case, gamma, ridge):
     free = FREE_CASES[free_case](K, rng).astype(np.int64)
     A, B = A0.copy(), A0.copy()
     for _ in range(3):
-        row_ls_sweep(A, S, C, G, free, gamma, ridge)
-        row_ls_sweep_reference(B, S, C, G, free, gamma, ridge)
+        row_ls_sweep(A, S, C, G, free, gamma, ridge, np.full(A.shape[0], np.inf))
+        row_ls_sweep_reference(B, S, C, G, free, gamma, ridge, np.full(B.shape[0], np.inf))
     assert_allclose(A, B, rtol=0, atol=1e-10)
     fixed = np.setdiff1d(np.arange(K), free)
     assert_array_equal(A[:, fixed], A0[:, fixed])
@@ -320,7 +320,7 @@ def test_row_ls_sweep_descends_to_a_stationary_point(rng, gamma):
     free = np.arange(K, dtype=np.int64)
     vals = [_row_objective(A, S, C, G, free, gamma)]
     for _ in range(400):
-        row_ls_sweep(A, S, C, G, free, gamma, 0.0)
+        row_ls_sweep(A, S, C, G, free, gamma, 0.0, np.full(A.shape[0], np.inf))
         vals.append(_row_objective(A, S, C, G, free, gamma))
     # each row update is an exact minimiser: Gauss-Seidel never goes uphill
     assert np.all(np.diff(vals) <= 1e-12 * np.abs(vals).max())
@@ -337,6 +337,44 @@ def test_row_ls_sweep_without_within_term_is_least_squares(rng):
     A, S, C, G = _row_problem(rng, p, K)
     free = np.array([0, 2, 3], dtype=np.int64)
     ridge = 1e-3
-    row_ls_sweep(A, S, C, G, free, 0.0, ridge)
+    row_ls_sweep(A, S, C, G, free, 0.0, ridge, np.full(A.shape[0], np.inf))
     Gf = G[np.ix_(free, free)] + ridge * np.eye(free.size)
     assert_allclose(A[:, free], np.linalg.solve(Gf, C[:, free].T).T, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------ communality bound
+@pytest.mark.parametrize("K", [1, 3, 5])
+def test_ball_ls_matches_reference_and_cvxpy(rng, K):
+    cp = pytest.importorskip("cvxpy")
+    from hclstat.kernels.hcl import ball_ls, ball_ls_reference
+
+    M = _spd(rng, K)
+    rhs = rng.standard_normal(K) * 3.0
+    free_sol = np.linalg.solve(M, rhs)
+    for cap in (0.25 * float(free_sol @ free_sol), 2.0 * float(free_sol @ free_sol)):
+        got = ball_ls(M, rhs, cap)
+        ref = ball_ls_reference(M, rhs, cap)
+        assert_allclose(got, ref, atol=1e-10)
+        assert got @ got <= cap * (1 + 1e-12)
+        x = cp.Variable(K)
+        L = np.linalg.cholesky(M)
+        prob = cp.Problem(cp.Minimize(cp.sum_squares(L.T @ x) - 2 * rhs @ x), [cp.sum_squares(x) <= cap])
+        prob.solve(solver=cp.CLARABEL)
+        obj = lambda a: float(a @ M @ a - 2 * rhs @ a)  # noqa: E731
+        assert abs(obj(got) - prob.value) <= 1e-6 * max(1.0, abs(prob.value))
+
+
+def test_row_ls_sweep_respects_binding_caps(rng):
+    p, K = 12, 3
+    S = _spd(rng, p) * 4.0
+    C = rng.standard_normal((p, K)) * 5.0
+    G = _spd(rng, K)
+    free = np.arange(K, dtype=np.int64)
+    caps = np.full(p, 0.05)
+    A = rng.standard_normal((p, K)) * 0.05
+    B = A.copy()
+    row_ls_sweep(A, S, C, G, free, 1.0, 0.0, caps)
+    row_ls_sweep_reference(B, S, C, G, free, 1.0, 0.0, caps)
+    assert_allclose(A, B, atol=1e-10)
+    assert np.all(np.sum(A * A, axis=1) <= caps * (1 + 1e-10))
+    assert np.any(np.isclose(np.sum(A * A, axis=1), caps, rtol=1e-8))  # the bound binds

@@ -40,6 +40,8 @@ _NOISE_FLOOR = 1e-6
 #: digits to cancellation (an exact fit gives negative round-off): recompute it directly
 _CANCEL = 1e-8
 _WEIGHT_FLOOR = 1e-2
+#: smallest share of a feature's variance left to noise (communality bound)
+_MIN_NOISE_SHARE = 5e-3
 
 
 def hcl_objective(S, A, slices, support, *, gamma=1.0, weights=None, lam=0.0, c=None):
@@ -363,6 +365,14 @@ class HCL(BaseHierarchicalEstimator):
         ridge = 1e-12 * float(np.mean(np.diag(Sw)))
         frees = [np.flatnonzero(support[a]).astype(np.int64) for a in range(M)]
         within = [np.ascontiguousarray(Sw[s, s]) for s in sl]
+        # communality bound ||a_i||^2 <= (1 - eps) S_ii: the noise keeps at least
+        # a share eps of each variance (no Heywood case); start feasible
+        caps = [np.ascontiguousarray((1.0 - _MIN_NOISE_SHARE) * np.diag(w)) for w in within]
+        for a in range(M):
+            Aa = A[sl[a]]
+            over = np.sum(Aa * Aa, axis=1) > caps[a]
+            if over.any():
+                Aa[over] *= np.sqrt(caps[a][over] / np.sum(Aa[over] ** 2, axis=1))[:, None]
         converged = False
         beta = 0.5
         it = 0
@@ -373,7 +383,7 @@ class HCL(BaseHierarchicalEstimator):
                     continue
                 G, C = self._cross_terms(Sw, A, sl, a)
                 Aa = np.ascontiguousarray(A[sl[a]])
-                row_ls_sweep(Aa, within[a], C, G, frees[a], float(self.gamma), ridge)
+                row_ls_sweep(Aa, within[a], C, G, frees[a], float(self.gamma), ridge, caps[a])
                 A[sl[a]] = Aa
             cur = obj(A)
             if it > 1:

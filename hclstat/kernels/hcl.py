@@ -22,6 +22,8 @@ __all__ = [
     "block_objective",
     "row_ls_sweep",
     "row_ls_sweep_reference",
+    "ball_ls",
+    "ball_ls_reference",
 ]
 
 
@@ -121,7 +123,38 @@ def group_bcd_reference(A, H, D, lam, free, max_iter, tol):
 
 
 @njit(cache=True)
-def row_ls_sweep(A, S, C, G, free, gamma, ridge):
+def ball_ls(M, rhs, cap):
+    """``argmin_a a M a^T - 2 a rhs^T`` subject to ``||a||^2 <= cap`` (``M`` PD).
+
+    The unconstrained solution when it is feasible; otherwise
+    ``a = (M + mu I)^{-1} rhs`` with the ``mu > 0`` at which ``||a||^2 = cap``,
+    found by bisection on the secular equation in the eigenbasis of ``M``
+    (the trust-region sub-problem; the minimiser is exact).
+    """
+    sol = np.linalg.solve(M, rhs)
+    norm2 = 0.0
+    for a in range(sol.shape[0]):
+        norm2 += sol[a] * sol[a]
+    if norm2 <= cap:
+        return sol
+    lam, Q = np.linalg.eigh(M)
+    b = Q.T @ rhs
+    nb = np.sqrt(np.sum(b * b))
+    lo, hi = 0.0, nb / np.sqrt(cap)
+    for _ in range(200):
+        mu = 0.5 * (lo + hi)
+        phi = np.sum((b / (lam + mu)) ** 2)
+        if phi > cap:
+            lo = mu
+        else:
+            hi = mu
+        if hi - lo <= 1e-15 * max(hi, 1e-300):
+            break
+    return Q @ (b / (lam + hi))
+
+
+@njit(cache=True)
+def row_ls_sweep(A, S, C, G, free, gamma, ridge, caps):
     """One Gauss-Seidel sweep of exact row least-squares updates (in place).
 
     For modality ``m`` with the other modalities fixed, the unpenalised HCL
@@ -133,6 +166,9 @@ def row_ls_sweep(A, S, C, G, free, gamma, ridge):
     where ``G = sum_m' w A_m'^T A_m'`` and ``C = sum_m' w S_mm' A_m'`` carry
     the cross-covariance terms and ``S`` is the modality's own covariance
     (its diagonal never enters). Only the ``free`` columns are updated.
+    Each row is minimised exactly subject to its communality bound
+    ``||a_i||^2 <= caps[i]`` (:func:`ball_ls`; ``inf`` for none), which rules
+    out improper (Heywood) solutions whose implied variance exceeds the data's.
     ``ridge`` is added to the diagonal of each row system (a tiny value keeps
     a column that has collapsed to zero from making the system singular).
     """
@@ -161,7 +197,7 @@ def row_ls_sweep(A, S, C, G, free, gamma, ridge):
                 if l != i:
                     s += S[i, l] * A[l, j]
             rhs[a] = C[i, j] + gamma * s
-        sol = np.linalg.solve(M, rhs)
+        sol = ball_ls(M, rhs, caps[i])
         for a in range(nf):
             j = free[a]
             for b in range(nf):
@@ -171,7 +207,20 @@ def row_ls_sweep(A, S, C, G, free, gamma, ridge):
             A[i, free[a]] = sol[a]
 
 
-def row_ls_sweep_reference(A, S, C, G, free, gamma, ridge):
+def ball_ls_reference(M, rhs, cap):
+    """NumPy statement of :func:`ball_ls` (root of the secular equation by brentq)."""
+    from scipy.optimize import brentq
+
+    sol = np.linalg.solve(M, rhs)
+    if sol @ sol <= cap:
+        return sol
+    lam, Q = np.linalg.eigh(M)
+    b = Q.T @ rhs
+    mu = brentq(lambda t: np.sum((b / (lam + t)) ** 2) - cap, 0.0, np.linalg.norm(b) / np.sqrt(cap), xtol=1e-300, rtol=1e-15)
+    return Q @ (b / (lam + mu))
+
+
+def row_ls_sweep_reference(A, S, C, G, free, gamma, ridge, caps):
     """NumPy statement of :func:`row_ls_sweep`."""
     free = np.asarray(free)
     for i in range(A.shape[0]):
@@ -179,4 +228,4 @@ def row_ls_sweep_reference(A, S, C, G, free, gamma, ridge):
         Ao = A[others][:, free]
         M = G[np.ix_(free, free)] + gamma * Ao.T @ Ao + ridge * np.eye(free.size)
         rhs = C[i, free] + gamma * S[i, others] @ Ao
-        A[i, free] = np.linalg.solve(M, rhs)
+        A[i, free] = ball_ls_reference(M, rhs, caps[i])
