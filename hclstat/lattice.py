@@ -20,7 +20,9 @@ covariance of the same ``n`` and ``p``.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -238,7 +240,28 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
     )
 
 
+#: memo of recent factor-analysis noise fits: rank searches and the HCL
+#: initialiser ask for the same (block, rank) fit several times
+_FA_MEMO = OrderedDict()
+_FA_MEMO_SIZE = 64
+
+
 def _fa_noise(S, r):
+    """Diagonal noise of the rank-``r`` Gaussian factor-analysis fit of ``S`` (memoised)."""
+    S = np.ascontiguousarray(S, dtype=np.float64)
+    key = (hashlib.blake2b(S.view(np.uint8), digest_size=16).digest(), S.shape, int(r))
+    hit = _FA_MEMO.get(key)
+    if hit is not None:
+        _FA_MEMO.move_to_end(key)
+        return hit.copy()
+    psi = _fa_noise_fit(S, r)
+    _FA_MEMO[key] = psi.copy()
+    if len(_FA_MEMO) > _FA_MEMO_SIZE:
+        _FA_MEMO.popitem(last=False)
+    return psi
+
+
+def _fa_noise_fit(S, r):
     """Diagonal noise of the rank-``r`` Gaussian factor-analysis fit of ``S``.
 
     Minimises the profile discrepancy over ``psi`` with L-BFGS-B, as R's

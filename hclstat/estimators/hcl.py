@@ -42,6 +42,8 @@ _CANCEL = 1e-8
 _WEIGHT_FLOOR = 1e-2
 #: smallest share of a feature's variance left to noise (communality bound)
 _MIN_NOISE_SHARE = 5e-3
+#: relative tolerance of the penalised confirmation path
+_PATH_TOL = 1e-5
 
 
 def hcl_objective(S, A, slices, support, *, gamma=1.0, weights=None, lam=0.0, c=None):
@@ -341,7 +343,7 @@ class HCL(BaseHierarchicalEstimator):
         dh = 1.0 / np.sqrt(scale)
         Sw = S * dh[:, None] * dh[None, :]
         if A_start is None:
-            A = self._initialize(Sw, sl, support, h)
+            A = self._initialize(Sw, sl, support, h, S=S, scale=scale)
         else:
             A = A_start * dh[:, None]
         A, info = self._alternate(Sw, A, sl, support)
@@ -413,7 +415,7 @@ class HCL(BaseHierarchicalEstimator):
             C += Sw[sl[a], sl[b]] @ Ab
         return G, np.ascontiguousarray(C)
 
-    def _initialize(self, Sw, sl, support, h):
+    def _initialize(self, Sw, sl, support, h, S=None, scale=None):
         """Spectral initialiser aligned with structures.
 
         Structures are taken from the top of the lattice down. For structure
@@ -455,7 +457,10 @@ class HCL(BaseHierarchicalEstimator):
                 continue
             k = h.rank(spec)
             Saa = Sw[sl[a], sl[a]]
-            psi = _fa_noise(Saa, h.modality_rank(mods[a]))
+            if S is None:
+                psi = _fa_noise(Saa, h.modality_rank(mods[a]))
+            else:  # fitted on the raw block (shared with the rank search), then whitened
+                psi = _fa_noise(S[sl[a], sl[a]], h.modality_rank(mods[a])) / scale[sl[a]]
             R = Saa - np.diag(psi) - A[sl[a]] @ A[sl[a]].T
             w, V = np.linalg.eigh(R)
             w, V = w[::-1][:k], V[:, ::-1][:, :k]
@@ -597,7 +602,8 @@ class HCL(BaseHierarchicalEstimator):
                     L *= 2.0
                 A[sl[a]] = new
             cur = hcl_objective(Sw, A, sl, free, gamma=g, lam=lam, c=c)
-            if prev - cur <= self.tol * max(abs(cur), 1e-300):
+            # the path only reads supports off its solutions: a looser tolerance suffices
+            if prev - cur <= max(self.tol, _PATH_TOL) * max(abs(cur), 1e-300):
                 break
             prev = cur
         return A
