@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= demo_output
 
-.PHONY: install test test-all demo bench checks clean
+.PHONY: install test test-all demo bench checks checks-full clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,13 @@ demo: $(STAMP)
 checks: $(STAMP)
 	$(VENV)/bin/hclstat check all --quick --out checks_output
 
+# The figures of paper_checks/README.md (about half an hour on 2 cores).
+checks-full: $(STAMP)
+	$(VENV)/bin/hclstat check all --out checks_output_full
+
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(OUT) checks_output .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(OUT) checks_output checks_output_full .pytest_cache build *.egg-info
