@@ -132,7 +132,7 @@ def fit_structure_ranks(observed_ranks, modalities, start):
     return {s: k for s, k in ranks.items() if k > 0}, best
 
 
-def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, random_state=None):
+def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None, random_state=None, level=0.01):
     """Estimate the non-specific ranks from centred data.
 
     Parameters
@@ -149,8 +149,16 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
         spectral norm of the cross-covariance of independent blocks instead of
         permutations.
     n_permutations : int
-        Row permutations per modality; the threshold for ``(m, U)`` is the
-        largest null singular value over them.
+        Row permutations per modality.
+    level : float or None
+        Family-wise level of the rank tests. The threshold for ``(m, U)`` is
+        ``mean + z sd`` of the top null singular value over the permutations,
+        with ``z`` the upper ``level / T`` normal quantile and ``T`` the number
+        of lattice tests (Bonferroni), so the chance that any test counts a
+        noise direction stays below ``level`` at every ``n``. ``None`` takes the
+        largest null singular value instead (a per-test level of about
+        ``1 / (n_permutations + 1)``, which does not shrink with ``n``:
+        measured on D1 at s = 0.3, 38/40 exact against 40/40 with ``level=0.01``).
     max_rank : int, optional
         Cap on any observed cross rank.
 
@@ -182,6 +190,11 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
     else:
         n = moments.n_samples
         dims = dict(moments.dims)
+    if level is not None:
+        from scipy.stats import norm
+
+        n_tests = len(mods) * (2 ** (len(mods) - 1) - 1)
+        z_level = float(norm.isf(level / n_tests))
     for m in mods:
         W = _others(mods, m)
         cols, start = {}, 0
@@ -200,7 +213,10 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=5, max_rank=None, 
                 nulls.append(X[m].T @ XW[perm] / (n_null - 1))
 
             def null_level(idx):
-                return null_scale * max(np.linalg.norm(null[:, idx], 2) for null in nulls)
+                tops = np.array([np.linalg.norm(null[:, idx], 2) for null in nulls])
+                if level is None:
+                    return null_scale * tops.max()
+                return null_scale * (tops.mean() + z_level * tops.std(ddof=1))
         else:
             Smm = moments.block(m, m)
             tr_m, top_m = float(np.trace(Smm)), float(np.linalg.norm(Smm, 2))

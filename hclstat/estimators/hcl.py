@@ -138,7 +138,9 @@ class HCL(BaseHierarchicalEstimator):
         ``sqrt(n_sub / n)`` (keeps the pattern search from costing more than
         the moment pass at large ``n``).
     alpha : float
-        Level of the Tracy-Widom test for the specific ranks.
+        Level of the rank tests: family-wise (Bonferroni) over the cross-covariance
+        lattice, and of the Tracy-Widom / likelihood-ratio test for each
+        specific rank.
     max_iter : int
         Alternation budget of each fit.
     tol : float
@@ -171,8 +173,8 @@ class HCL(BaseHierarchicalEstimator):
         selection="lattice",
         gamma=1.0,
         lambdas=None,
-        n_permutations=5,
-        permutation_rows=20000,
+        n_permutations=10,
+        permutation_rows=5000,
         alpha=0.01,
         max_iter=2000,
         tol=1e-7,
@@ -307,6 +309,7 @@ class HCL(BaseHierarchicalEstimator):
             n_permutations=self.n_permutations,
             max_rank=self.max_rank,
             random_state=rng,
+            level=self.alpha,
         )
         if not self.lattice_.consistent:
             warnings.warn(
