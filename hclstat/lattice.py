@@ -319,7 +319,15 @@ def _fa_noise_fit(S, r):
 
 
 #: upper quantiles of the Tracy-Widom (beta = 1) law
-_TW1_QUANTILES = {0.10: 0.4501, 0.05: 0.9793, 0.01: 2.0234, 0.001: 3.2727}
+_TW1_QUANTILES = {0.10: 0.4501, 0.05: 0.9793, 0.025: 1.4538, 0.01: 2.0234, 0.005: 2.4224, 0.001: 3.2724}
+
+
+def _tw1_quantile(alpha):
+    """Upper ``alpha`` quantile of TW1, interpolated in ``log alpha`` between table levels."""
+    levels = np.array(sorted(_TW1_QUANTILES))
+    if not levels[0] <= alpha <= levels[-1]:
+        raise ValueError(f"alpha: expected a level in [{levels[0]}, {levels[-1]}], got {alpha!r}")
+    return float(np.interp(np.log(alpha), np.log(levels), [_TW1_QUANTILES[v] for v in levels]))
 
 
 def white_noise_edge(n, p, alpha=0.01):
@@ -330,12 +338,11 @@ def white_noise_edge(n, p, alpha=0.01):
     ``mu = (sqrt(n - 1/2) + sqrt(p - 1/2))^2`` and scale
     ``sigma = sqrt(mu) (1/sqrt(n - 1/2) + 1/sqrt(p - 1/2))^{1/3}``.
     """
-    if alpha not in _TW1_QUANTILES:
-        raise ValueError(f"alpha: expected one of {sorted(_TW1_QUANTILES)}, got {alpha!r}")
+    q = _tw1_quantile(alpha)
     a, b = np.sqrt(n - 0.5), np.sqrt(p - 0.5)
     mu = (a + b) ** 2
     sigma = (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0)
-    return (mu + _TW1_QUANTILES[alpha] * sigma) / n
+    return (mu + q * sigma) / n
 
 
 def noise_whitened_rank(S, n, *, noise_model="diagonal", alpha=0.01, max_rank=None):
@@ -410,6 +417,8 @@ def lrt_rank(S, n, *, alpha=0.01, max_rank=None):
 def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, max_rank=None):
     """Specific ranks: within-modality signal rank minus the non-specific ranks.
 
+    Each modality is tested at level ``alpha / M`` (family-wise ``alpha``).
+
     The within-modality rank is the Tracy-Widom count of
     :func:`noise_whitened_rank`, or, for a diagonal noise model and a modality
     with ``p_m^2 <= n`` (few columns, where the chi-square approximation holds
@@ -417,6 +426,8 @@ def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, 
     likelihood-ratio test :func:`lrt_rank`.
     """
     out, total = {}, {}
+    # family-wise level over the modalities (Bonferroni), floored at the table's edge
+    alpha = max(alpha / len(moments.modalities), min(_TW1_QUANTILES))
     for m in moments.modalities:
         S = moments.block(m, m)
         n = moments.block_count(m, m)

@@ -226,8 +226,10 @@ def test_white_noise_edge_matches_simulated_quantile():
 def test_white_noise_edge_levels():
     edges = [white_noise_edge(500, 50, a) for a in (0.1, 0.05, 0.01, 0.001)]
     assert np.all(np.diff(edges) > 0)
-    with pytest.raises(ValueError, match=r"alpha: expected one of \[0.001, 0.01, 0.05, 0.1\], got 0.02"):
-        white_noise_edge(500, 50, 0.02)
+    # levels between table entries are interpolated in log(alpha)
+    assert white_noise_edge(500, 50, 0.01) < white_noise_edge(500, 50, 0.005) < white_noise_edge(500, 50, 0.001)
+    with pytest.raises(ValueError, match=r"alpha: expected a level in \[0.001, 0.1\], got 0.2"):
+        white_noise_edge(500, 50, 0.2)
 
 
 def _factor_covariance(rng, p, r, spread=4.0):
