@@ -69,6 +69,12 @@ an existing DIR is replaced only if empty or written by hclstat, else --overwrit
   noise_variances.csv                   modality, feature, noise_variance
   variance_explained.csv, missingness.csv, data_report.json, summary.txt, run.json
   figures/pattern.png, variance_explained.png, top_features.png
+
+out of core (--chunks ROWS): the tables are read with dask in chunks of about
+ROWS rows; preprocessing statistics, moments and scores are computed chunk by
+chunk, so no table is held in memory whole. The tables must list the same rows
+(or, with --id, the same IDs) in the same order; CSV files must be
+uncompressed, Parquet files are read by row group.
 """
 
 
@@ -275,6 +281,10 @@ def build_parser():
     p.add_argument("--top", type=_positive_int, default=10,
                    help="features per structure in top_features.png (default: 10)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--chunks", type=_positive_int, metavar="ROWS",
+                   help="out of core: read the tables with dask in chunks of about ROWS rows and compute the "
+                        "moments chunk by chunk (tables must list the same rows/IDs in the same order; "
+                        "uncompressed CSV or Parquet, read by row group). Default: read every table into memory")
     _add_common(p)
     p.set_defaults(func=_cmd_fit)
 
@@ -394,6 +404,20 @@ def _load_data(args, console, stages):
     return data
 
 
+def _load_data_chunked(args, console, stages):
+    from .io import load_views_chunked
+
+    sources = _parse_views(args.view)
+    prep = _parse_preprocessing(args.prep, list(sources))
+    data = load_views_chunked(sources, chunk_rows=args.chunks, id_column=args.id, join=args.join,
+                              preprocessing=prep, progress=lambda msg: stages(msg))
+    for line in data.join.lines():
+        console.info(line)
+    chunks = {m: len(a.chunks[0]) for m, a in data.views.items()}
+    console.info(f"reading in row chunks of about {args.chunks} rows: {chunks} chunks per modality")
+    return data
+
+
 def _check_max_rank(max_rank, data):
     if max_rank is None:
         return
@@ -427,10 +451,17 @@ def _run_record(command, argv, args, estimator=None):
 
 
 def _write_fit_outputs(tmp, estimator, scores, data, args, *, extra_summary=""):
-    """Everything ``fit`` writes (see the module docstring); returns the summary text."""
-    from .io import RUN_FILE, write_representation
+    """Everything ``fit`` writes (see the module docstring); returns the summary text.
 
-    write_representation(tmp, estimator, scores, ids=list(data.ids), id_name=data.id_name)
+    ``scores=None`` with out-of-core ``data`` writes the scores chunk by chunk.
+    """
+    from .io import RUN_FILE, ChunkedViewData, write_representation, write_scores_chunked
+
+    if scores is None and isinstance(data, ChunkedViewData):
+        write_representation(tmp, estimator, None)
+        write_scores_chunked(tmp, estimator, data)
+    else:
+        write_representation(tmp, estimator, scores, ids=list(data.ids), id_name=data.id_name)
     results = estimator.get_results()
     results.variance_explained.to_csv(tmp / "variance_explained.csv")
     data.missingness.to_csv(tmp / "missingness.csv")
@@ -460,15 +491,26 @@ def _cmd_fit(args, console):
     from .io import atomic_directory, check_output_target
 
     _check_estimator_args(args)
+    if args.chunks is not None:
+        if args.join == "outer":
+            raise UsageError("--chunks reads tables that list the same rows in the same order; "
+                             "--join outer needs the in-memory join (drop --chunks)")
+        # deprecation notices dask's readers raise about pandas say nothing about the data
+        warnings.filterwarnings("ignore", module=r"dask(\.|$)")
     check_output_target(args.out, overwrite=args.overwrite)
     with _stages(console, ["read"] * len(args.view) + ["fit", "scores", "write"], "hclstat fit") as step:
-        data = _load_data(args, console, step)
+        data = _load_data(args, console, step) if args.chunks is None else _load_data_chunked(args, console, step)
         hierarchy = _hierarchy_from_args(args, data)
         _check_max_rank(args.max_rank, data)
         estimator = _make_estimator(args, hierarchy)
         _fit_estimator(estimator, data.views, console)
         step("fit")
-        scores = estimator.transform(data.views)
+        if args.chunks is None:
+            scores = estimator.transform(data.views)
+        else:
+            # dask views carry no column names: give the fitted model those of the files
+            estimator.feature_names_ = dict(data.feature_names)
+            scores = None  # written chunk by chunk below
         step("scores")
         with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
             _write_fit_outputs(tmp, estimator, scores, data, args)

@@ -200,18 +200,29 @@ def _moments_numpy(blocks, ddof):
     return cov, m + shift, None, n
 
 
+def _observed_mean(X):
+    """Column means over observed entries (0 for a column with none): the shift."""
+    obs = ~np.isnan(X)
+    count = obs.sum(axis=0)
+    total = np.where(obs, X, 0.0).sum(axis=0)
+    return np.divide(total, count, out=np.zeros(X.shape[1]), where=count > 0)
+
+
 def _pairwise_moments(X, ddof):
     n = X.shape[0]
     mask = np.isnan(X)
+    # the pairwise formula is shift-invariant; without a shift it cancels like
+    # sum x^2 - n mean^2 (errors grow with the square of the column means)
+    shift = _observed_mean(X)
     W = (~mask).astype(np.float64)
-    X0 = np.where(mask, 0.0, X)
+    X0 = np.where(mask, 0.0, X - shift)
     N = W.T @ W
     S1 = X0.T @ W  # S1[i, j] = sum of x_i over rows where j is observed
     S2 = X0.T @ X0
     with np.errstate(invalid="ignore", divide="ignore"):
         cov = (S2 - S1 * S1.T / N) / (N - ddof)
     counts = np.rint(N).astype(np.int64)
-    means = np.diag(S1) / np.diag(N)
+    means = np.diag(S1) / np.diag(N) + shift
     return cov, means, counts, n
 
 
@@ -221,19 +232,19 @@ def _moments_dask(X, ddof):
 
     n = X.shape[0]
     mask = da.isnan(X)
-    any_missing = bool(mask.any().compute())
-    if not any_missing:
-        # One pass, shifted by the mean of the first chunk so the
-        # sum-of-squares formula does not cancel catastrophically.
-        shift = np.asarray(X[: min(n, X.chunks[0][0])].mean(axis=0).compute())
+    # one pass for the missingness and the observed column means, which shift
+    # the data so the sum-of-products formulas do not cancel catastrophically
+    any_missing, count, total = dask.compute(mask.any(), (~mask).sum(axis=0), da.where(mask, 0.0, X).sum(axis=0))
+    shift = np.divide(total, count, out=np.zeros(X.shape[1]), where=count > 0)
+    if not bool(any_missing):
         Y = X - shift
         s1, s2 = dask.compute(Y.sum(axis=0), Y.T @ Y)
         m = s1 / n
         cov = (s2 - n * np.outer(m, m)) / (n - ddof)
         return cov, m + shift, None, n
     W = (~mask).astype(np.float64)
-    X0 = da.where(mask, 0.0, X)
+    X0 = da.where(mask, 0.0, X - shift)
     N, S1, S2 = dask.compute(W.T @ W, X0.T @ W, X0.T @ X0)
     with np.errstate(invalid="ignore", divide="ignore"):
         cov = (S2 - S1 * S1.T / N) / (N - ddof)
-    return cov, np.diag(S1) / np.diag(N), np.rint(N).astype(np.int64), n
+    return cov, np.diag(S1) / np.diag(N) + shift, np.rint(N).astype(np.int64), n
