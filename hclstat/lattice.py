@@ -97,6 +97,31 @@ def mobius_estimates(observed, m, others):
     return est
 
 
+def lattice_z(level, n_modalities):
+    """Normal quantile at the Bonferroni level ``level / T`` over the lattice's
+    ``T = M (2^{M-1} - 1)`` rank tests (``None`` when ``level`` is None)."""
+    if level is None:
+        return None
+    from scipy.stats import norm
+
+    return float(norm.isf(level / (n_modalities * (2 ** (n_modalities - 1) - 1))))
+
+
+def null_threshold(tops, z):
+    """Threshold from the top null singular values of the permutations:
+    ``mean + z sd`` (the largest when ``z`` is None)."""
+    tops = np.asarray(tops, dtype=np.float64)
+    if z is None:
+        return float(tops.max())
+    return float(tops.mean() + z * tops.std(ddof=1))
+
+
+def specific_level(alpha, n_modalities):
+    """Per-modality level of the specific-rank tests (family-wise ``alpha``),
+    floored at the smallest tabulated Tracy-Widom level."""
+    return max(alpha / n_modalities, min(_TW1_QUANTILES))
+
+
 def fit_structure_ranks(observed_ranks, modalities, start):
     """Integer least-squares fit of non-specific ranks to observed cross ranks.
 
@@ -190,11 +215,7 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
     else:
         n = moments.n_samples
         dims = dict(moments.dims)
-    if level is not None:
-        from scipy.stats import norm
-
-        n_tests = len(mods) * (2 ** (len(mods) - 1) - 1)
-        z_level = float(norm.isf(level / n_tests))
+    z_level = lattice_z(level, len(mods))
     for m in mods:
         W = _others(mods, m)
         cols, start = {}, 0
@@ -214,9 +235,7 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
 
             def null_level(idx):
                 tops = np.array([np.linalg.norm(null[:, idx], 2) for null in nulls])
-                if level is None:
-                    return null_scale * tops.max()
-                return null_scale * (tops.mean() + z_level * tops.std(ddof=1))
+                return null_scale * null_threshold(tops, z_level)
         else:
             Smm = moments.block(m, m)
             tr_m, top_m = float(np.trace(Smm)), float(np.linalg.norm(Smm, 2))
@@ -426,8 +445,7 @@ def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, 
     likelihood-ratio test :func:`lrt_rank`.
     """
     out, total = {}, {}
-    # family-wise level over the modalities (Bonferroni), floored at the table's edge
-    alpha = max(alpha / len(moments.modalities), min(_TW1_QUANTILES))
+    alpha = specific_level(alpha, len(moments.modalities))
     for m in moments.modalities:
         S = moments.block(m, m)
         n = moments.block_count(m, m)
