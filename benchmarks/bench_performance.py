@@ -641,6 +641,7 @@ class Runner:
         base.mkdir(parents=True, exist_ok=True)
         self.scratch = Path(tempfile.mkdtemp(prefix="hclstat-bench-perf-", dir=base))
         self.data = {}
+        self.fingerprint = source_fingerprint()  # at the start: the sources the workers import
         self.t_start = time.perf_counter()
         self.results = {"floor": [], "scaling": {"n": [], "p_moments": [], "p_fit": []}, "peers": [],
                         "memory": [], "compile": {}, "profile": {}}
@@ -758,6 +759,7 @@ class Runner:
             "machine": {"cpus": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
                         "platform": platform.platform()},
             "versions": versions,
+            "source": self.fingerprint,
             "scratch": str(self.scratch),
         }
 
@@ -1083,6 +1085,10 @@ class Runner:
         if rf:
             ps = [r["p"] for r in rf]
             ax.loglog(ps, [r["fit_s"] for r in rf], "^-", label=f"HCL fit (slope {slope(ps, [r['fit_s'] for r in rf]):.2f})")
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("p"), ax.set_ylabel("seconds"), ax.set_title(f"vs p (n={SCALING_P_N:,})")
         ax.legend(fontsize=7)
         ax = axes[1, 0]
@@ -1092,7 +1098,7 @@ class Runner:
         for j, m in enumerate(METHODS):
             vals = [next((r["time_median_s"] for r in tab if r["design"] == d and r["method"] == m), np.nan) for d in designs]
             ax.bar(np.arange(len(designs)) + j * width, vals, width, label=m)
-        ax.set_xticks(np.arange(len(designs)) + 0.4 - width / 2, designs, fontsize=7)
+        ax.set_xticks(np.arange(len(designs)) + 0.4 - width / 2, [d.replace(" ", "\n") for d in designs], fontsize=7)
         ax.set_yscale("log"), ax.set_ylabel("median fit time [s] (1 BLAS thread)"), ax.set_title("peers")
         ax.legend(fontsize=7)
         ax = axes[1, 1]
@@ -1176,6 +1182,28 @@ class Runner:
             self.log(f"data kept in {self.scratch}")
         else:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def source_fingerprint():
+    """Git commit, dirty flag and a SHA-256 of the package sources (results compare only at equal fingerprints)."""
+    import hashlib
+
+    import hclstat
+
+    root = Path(hclstat.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    out = {"hclstat_sources_sha256": digest.hexdigest()[:16]}
+    try:
+        git = ["git", "-C", str(root.parent)]
+        out["git_head"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                         check=True).stdout.strip()
+        out["git_dirty"] = bool(subprocess.run(git + ["status", "--porcelain", "hclstat"], capture_output=True,
+                                               text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return out
 
 
 def _mode_having(test):

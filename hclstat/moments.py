@@ -179,7 +179,8 @@ def _moments_numpy(blocks, ddof):
     step = max(1, min(n, _CHUNK_ENTRIES // max(p, 1)))
     if any(np.isnan(b[i : i + step]).any() for b in blocks for i in range(0, n, step)):
         return _pairwise_moments(np.concatenate(blocks, axis=1), ddof)
-    shift = np.concatenate([b[:step].mean(axis=0) for b in blocks])
+    shifts = [b[:step].mean(axis=0) for b in blocks]
+    shift = np.concatenate(shifts)
     acc = np.zeros((p, p), order="F")
     s1 = np.zeros(p)
     buf = np.empty((step, p))
@@ -187,12 +188,13 @@ def _moments_numpy(blocks, ddof):
         rows = min(step, n - i)
         Y = buf[:rows]
         start = 0
-        for b in blocks:
-            Y[:, start : start + b.shape[1]] = b[i : i + rows]
+        for b, sh in zip(blocks, shifts):
+            # copy and shift in one pass over the chunk
+            np.subtract(b[i : i + rows], sh, out=Y[:, start : start + b.shape[1]])
             start += b.shape[1]
-        Y -= shift
         s1 += Y.sum(axis=0)
-        acc = dsyrk(1.0, Y, beta=1.0, c=acc, trans=1, lower=0, overwrite_c=1)
+        # Y.T is Fortran-ordered, so dsyrk reads it in place (Y itself would be copied)
+        acc = dsyrk(1.0, Y.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
     cov = np.triu(acc) + np.triu(acc, 1).T
     m = s1 / n
     cov -= n * np.outer(m, m)

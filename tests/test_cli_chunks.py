@@ -23,6 +23,9 @@ from hclstat.io import ChunkedViewData, load_views, load_views_chunked
 from hclstat.model import HierarchicalModel
 from hclstat.preprocess import DataWarning
 
+# dask's Parquet reader calls a pandas API that pandas 3.1 deprecates; not about hclstat
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index")
+
 TRUTH = Hierarchy({"a": 8, "b": 9, "c": 10}, {("a", "b", "c"): 1, ("a", "b"): 1, "a": 1, "c": 1})
 N = 600
 CHUNK = 130  # several chunks per table, the last one short
