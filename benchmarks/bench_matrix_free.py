@@ -28,7 +28,10 @@ longer than ``--dense-budget`` seconds (default 900), and killed after
 ``--timeout`` seconds (default 3600); the JSON says which.
 
 Outputs in ``--out`` (``_quick`` suffix in quick mode): ``bench_matrix_free.json``
-and ``bench_matrix_free.png``.
+and ``bench_matrix_free.png``. Every fit is a fresh process importing hclstat,
+so a long run must not see the package change under it: run it against a
+frozen copy (``git archive HEAD hclstat | tar -x -C SNAP``, then
+``PYTHONPATH=SNAP HCLSTAT_SNAPSHOT_OF=<commit>``); the JSON records the source.
 
 Usage::
 
@@ -169,6 +172,24 @@ def _load(path):
         return out
 
 
+def _source():
+    """Which hclstat the workers import, and its git state (fits must all see the same code)."""
+    import hclstat
+
+    root = Path(hclstat.__file__).resolve().parent
+    info = {"hclstat": str(root), "version": hclstat.__version__}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                        check=True).stdout.strip()
+        info["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=root,
+                                            capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        # a copy outside the repository (run against a frozen snapshot): the caller names its commit
+        if os.environ.get("HCLSTAT_SNAPSHOT_OF"):
+            info["snapshot_of_commit"] = os.environ["HCLSTAT_SNAPSHOT_OF"]
+    return info
+
+
 def crossover(rows, mode):
     """Smallest p_total where dense time / matrix-free time reaches 1 (log-log interpolation)."""
     pts = []
@@ -273,7 +294,8 @@ def main(argv=None):
                         print(f"p={p_total:6d} {mode:8s} {method:12s} skipped", flush=True)
                         continue
                     rec, path = run_one(method, mode, p_total, tmpdir, args.timeout)
-                    if rec.get("time_s") is not None and (method == "matrix-free" or rec["time_s"] <= args.trace_budget):
+                    t = rec.get("time_s")
+                    if t is not None and (method == "matrix-free" or t <= args.trace_budget):
                         # a second, untimed fit under tracemalloc: the NumPy allocations alone
                         traced, _ = run_one(method, mode, p_total, tmpdir, args.timeout, trace=True)
                         rec["traced_peak_mb"] = traced.get("traced_peak_mb")
@@ -300,7 +322,7 @@ def main(argv=None):
         "design": {"dims_weights": WEIGHTS, "ranks": {",".join(k) if isinstance(k, tuple) else k: v
                                                       for k, v in RANKS.items()},
                    "loading_scale": LOADING_SCALE, "noise": "isotropic, variance 1", "n": N_SAMPLES},
-        "grid": list(grid), "modes": list(modes), "blas_threads": 1,
+        "grid": list(grid), "modes": list(modes), "blas_threads": 1, "source": _source(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count()},
         "crossover": cross, "fits": rows, "dense_vs_free": distances,

@@ -28,7 +28,6 @@ column scaling (noise whitening) and row subsets inside those products.
 
 from __future__ import annotations
 
-import itertools
 import time
 import warnings
 
@@ -44,11 +43,12 @@ from ..lattice import (
     _nonempty_subsets,
     _others,
     fit_structure_ranks,
+    lattice_hierarchy,
     lattice_z,
+    lrt_rank,
+    mobius_estimates,
     null_threshold,
     specific_level,
-    lattice_hierarchy,
-    lrt_rank,
     white_noise_edge,
 )
 from ..utils import check_random_state
@@ -756,7 +756,8 @@ class MatrixFreeHCL(HCL):
             r = {frozenset(): 0}
             for U in _nonempty_subsets(W):
                 others = [o for o in W if o in U]
-                tau = null_scale * null_threshold(null_op.permutation_nulls(m, others, perms[m], random_state=krng), z_level)
+                tops = null_op.permutation_nulls(m, others, perms[m], random_state=krng)
+                tau = null_scale * null_threshold(tops, z_level)
                 sv = self._top_singular_values(op, m, others, tau, krng)
                 k = int(np.sum(sv > tau))
                 if max_rank is not None:
@@ -767,13 +768,7 @@ class MatrixFreeHCL(HCL):
                 rows_out.append({"modality": m, "U": ",".join(others), "rank": k,
                                  "threshold": tau, "top_singular_value": float(sv[0]) if sv.size else 0.0})
             # Möbius inversion over U, as in rank_lattice
-            Wset = frozenset(W)
-            for T in _nonempty_subsets(W):
-                val = 0
-                for size in range(len(T) + 1):
-                    for V in itertools.combinations(sorted(T, key=mods.index), size):
-                        val -= (-1) ** (len(T) - len(V)) * r[Wset - frozenset(V)]
-                s = T | {m}
+            for s, val in mobius_estimates({(m, U): k for U, k in r.items() if U}, m, W).items():
                 estimates.setdefault(s, {})[m] = val
                 member_rows.append({"structure": ",".join(o for o in mods if o in s), "modality": m, "estimate": val})
         start = {s: int(np.round(np.median(list(e.values())))) for s, e in estimates.items()}
