@@ -80,6 +80,50 @@ def _to_array(name, table):
     return np.asarray(arr, dtype=np.float64), None
 
 
+#: rows per chunk of the entry scan are chosen so a chunk holds about this many entries
+_SCAN_ENTRIES = 1 << 20
+
+
+def _check_entries(m, arr, names, *, allow_missing, min_rows):
+    """Reject infinite entries (and NaN unless ``allow_missing``) and columns with
+    fewer than ``min_rows`` observed values, without an ``n x p`` mask.
+
+    Column sums propagate every NaN and infinity, so one pass that allocates
+    ``p`` numbers clears clean data; only data that fails it is scanned again in
+    row chunks to say where the offending entry is.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(arr, axis=0)).all():
+            return
+    n, p = arr.shape
+    step = max(1, _SCAN_ENTRIES // max(p, 1))
+    observed = np.zeros(p, dtype=np.int64)
+    for start in range(0, n, step):
+        chunk = arr[start : start + step]
+        bad = np.isinf(chunk)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(
+                f"modality {m!r}: infinite value at row {start + i}, {_column_label(names, j)}; "
+                "remove or replace infinite entries"
+            )
+        nan = np.isnan(chunk)
+        if nan.any() and not allow_missing:
+            i, j = np.argwhere(nan)[0]
+            raise ValueError(
+                f"modality {m!r}: missing value (NaN) at row {start + i}, {_column_label(names, j)}; "
+                "this operation needs complete data"
+            )
+        observed += chunk.shape[0] - nan.sum(axis=0)
+    few = np.flatnonzero(observed < min_rows)
+    if few.size:
+        j = int(few[0])
+        raise ValueError(
+            f"modality {m!r}: {_column_label(names, j)} has only {observed[j]} observed "
+            f"values (need at least {min_rows}); drop the column"
+        )
+
+
 def check_views(views, *, min_rows=2, allow_missing=True, modalities=None, check_finite=True):
     """Validate views and return ``(arrays, feature_names)``.
 
@@ -130,27 +174,5 @@ def check_views(views, *, min_rows=2, allow_missing=True, modalities=None, check
         for m, arr in arrays.items():
             if is_dask_array(arr):
                 continue
-            bad = np.isinf(arr)
-            if bad.any():
-                i, j = np.argwhere(bad)[0]
-                raise ValueError(
-                    f"modality {m!r}: infinite value at row {i}, {_column_label(names[m], j)}; "
-                    "remove or replace infinite entries"
-                )
-            nan = np.isnan(arr)
-            if nan.any():
-                if not allow_missing:
-                    i, j = np.argwhere(nan)[0]
-                    raise ValueError(
-                        f"modality {m!r}: missing value (NaN) at row {i}, {_column_label(names[m], j)}; "
-                        "this operation needs complete data"
-                    )
-                counts = (~nan).sum(axis=0)
-                few = np.flatnonzero(counts < min_rows)
-                if few.size:
-                    j = int(few[0])
-                    raise ValueError(
-                        f"modality {m!r}: {_column_label(names[m], j)} has only {counts[j]} observed "
-                        f"values (need at least {min_rows}); drop the column"
-                    )
+            _check_entries(m, arr, names[m], allow_missing=allow_missing, min_rows=min_rows)
     return arrays, names

@@ -16,8 +16,10 @@ from numpy.testing import assert_allclose
 from threadpoolctl import threadpool_limits
 
 from hclstat import HierarchicalModel, Hierarchy
+import hclstat.lattice as lattice_module
 from hclstat.lattice import (
     _fa_noise,
+    _fa_noise_fit,
     implied_rank,
     _nonempty_subsets,
     fit_structure_ranks,
@@ -244,6 +246,20 @@ def test_fa_noise_recovers_population_noise(rng, p, r):
     assert_allclose(_fa_noise(S, r), psi, rtol=1e-6)
     # rank 0: the noise is the whole variance
     assert_allclose(_fa_noise(S, 0), np.diag(S), rtol=0)
+
+
+@pytest.mark.parametrize("p, r", [(200, 3), (400, 8)])
+def test_fa_noise_from_top_eigenpairs_equals_the_full_spectrum_fit(rng, monkeypatch, p, r):
+    # large blocks evaluate the factor-analysis discrepancy from the top r eigenpairs
+    # (Lanczos); it must land where the full-spectrum evaluation does, on a sample
+    # covariance (population fits are exact either way)
+    Sigma, _ = _factor_covariance(rng, p, r)
+    X = rng.multivariate_normal(np.zeros(p), Sigma, size=3 * p)
+    S = np.cov(X.T)
+    partial = _fa_noise_fit(S, r)
+    monkeypatch.setattr(lattice_module, "_LANCZOS_MIN_DIM", 10**9)  # force the full spectrum
+    full = _fa_noise_fit(S, r)
+    assert_allclose(partial, full, rtol=1e-6)
 
 
 @pytest.mark.parametrize("noise_model", ["diagonal", "isotropic"])

@@ -308,3 +308,21 @@ def test_moments_from_covariance(hierarchy):
     skew[0, 1] += 1.0
     with pytest.raises(ValueError, match="covariance: expected a symmetric matrix"):
         moments_from_covariance(skew, hierarchy.dims, 10)
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_check_views_scans_without_a_full_mask(rng, missing):
+    # validation must not allocate an n x p mask (or copy) of a large input: clean
+    # data is cleared by its column sums, dirty data is scanned in row chunks
+    import tracemalloc
+
+    x = rng.standard_normal((10_000, 500))  # 40 MB; the scan's chunks hold ~1 MB masks
+    if missing:
+        x[rng.random(x.shape) < 0.01] = np.nan
+    tracemalloc.start()
+    try:
+        check_views({"a": x})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.1 * x.nbytes, peak

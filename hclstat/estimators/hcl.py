@@ -31,6 +31,7 @@ from ..hierarchy import Hierarchy
 from ..kernels.hcl import block_objective, group_bcd, row_ls_sweep
 from ..lattice import _fa_noise, lattice_hierarchy, rank_lattice, specific_ranks
 from ..moments import compute_moments
+from ..utils import top_eigh, top_svd
 from .base import BaseHierarchicalEstimator
 
 __all__ = ["HCL", "hcl_objective"]
@@ -440,17 +441,17 @@ class HCL(BaseHierarchicalEstimator):
                 continue
             bases = {}
             for i in members:
-                P = np.zeros((sl[i].stop - sl[i].start,) * 2)
+                Us = []
                 for j in members:
                     if j == i:
                         continue
                     R = Sw[sl[i], sl[j]] - A[sl[i]] @ A[sl[j]].T
                     # rank of the remaining pair signal: structures not yet fitted containing both
                     r = sum(h.rank(t) for t in h.structures if mods[i] in t and mods[j] in t and not np.any(A[sl[i], cs[t]]))
-                    U = np.linalg.svd(R, full_matrices=False)[0][:, : max(r, k)]
-                    P += U @ U.T
-                w, V = np.linalg.eigh(P)
-                bases[i] = V[:, ::-1][:, :k]
+                    Us.append(top_svd(R, max(r, k))[0])
+                # top eigenvectors of the sum of projectors sum_j U_j U_j^T: the left
+                # singular vectors of [U_1 U_2 ...] (no p_m x p_m matrix needed)
+                bases[i] = np.linalg.svd(np.hstack(Us), full_matrices=False)[0][:, :k]
             G = self._reduced_scales(Sw, A, sl, members, bases, k)
             for i in members:
                 A[sl[i], cs[s]] = bases[i] @ G[i]
@@ -465,8 +466,7 @@ class HCL(BaseHierarchicalEstimator):
             else:  # fitted on the raw block (shared with the rank search), then whitened
                 psi = _fa_noise(S[sl[a], sl[a]], h.modality_rank(mods[a])) / scale[sl[a]]
             R = Saa - np.diag(psi) - A[sl[a]] @ A[sl[a]].T
-            w, V = np.linalg.eigh(R)
-            w, V = w[::-1][:k], V[:, ::-1][:, :k]
+            w, V = top_eigh(R, k)
             A[sl[a], cs[spec]] = V * np.sqrt(np.clip(w, 1e-3, None))
         return A
 
@@ -485,10 +485,15 @@ class HCL(BaseHierarchicalEstimator):
         for i in members[2:]:
             G[i] = np.linalg.lstsq(G[i0], C[i0, i], rcond=None)[0].T
         for _ in range(n_iter if len(members) > 2 else 0):
+            change = 0.0
             for i in members:
                 Gs = np.vstack([G[j] for j in members if j != i])
                 Cs = np.hstack([C[i, j] for j in members if j != i])
-                G[i] = np.linalg.lstsq(Gs, Cs.T, rcond=None)[0].T
+                new = np.linalg.lstsq(Gs, Cs.T, rcond=None)[0].T
+                change = max(change, float(np.linalg.norm(new - G[i])) / max(float(np.linalg.norm(new)), 1e-300))
+                G[i] = new
+            if change <= 1e-8:  # a starting value: more digits would not change the fit
+                break
         return G
 
     # ----------------------------------------------------- penalised path
@@ -577,7 +582,11 @@ class HCL(BaseHierarchicalEstimator):
         M = len(sl)
         g = float(self.gamma)
         prev = hcl_objective(Sw, A, sl, free, gamma=g, lam=lam, c=c)
-        snorm = [np.linalg.norm(Sw[s, s], 2) for s in sl]
+        snorm = [float(top_eigh(Sw[s, s], 1)[0][0]) for s in sl]  # covariance blocks: PSD
+        # curvature estimates of the within term, one per modality: each step starts
+        # from a quarter of the last accepted value and doubles until the quadratic
+        # model majorises (backtracking), capped by the global bound below
+        Ls = [None] * M
         for _ in range(n_outer):
             for a in range(M):
                 Aa = A[sl[a]].copy()
@@ -588,7 +597,8 @@ class HCL(BaseHierarchicalEstimator):
                 grad_w = -2.0 * g * (E @ Aa)  # gradient of the within term
                 hw = 0.5 * g * float(np.sum(E * E))
                 # ||Aa||_2^2 from the K x K Gram (cheaper than an SVD of Aa)
-                L = 2.0 * g * (np.linalg.eigvalsh(Aa.T @ Aa)[-1] * 3.0 + snorm[a]) + 1e-12
+                bound = 2.0 * g * (np.linalg.eigvalsh(Aa.T @ Aa)[-1] * 3.0 + snorm[a]) + 1e-12
+                L = bound if Ls[a] is None else min(bound, 0.25 * Ls[a])
                 freeidx = np.flatnonzero(free[a]).astype(np.int64)
                 lamv = np.ascontiguousarray(lam * c[a])
                 for _ls in range(30):
@@ -603,6 +613,7 @@ class HCL(BaseHierarchicalEstimator):
                     if hn <= hw + float(np.sum(grad_w * diff)) + 0.5 * L * float(np.sum(diff * diff)) + 1e-12 * max(1.0, hw):
                         break
                     L *= 2.0
+                Ls[a] = L
                 A[sl[a]] = new
             cur = hcl_objective(Sw, A, sl, free, gamma=g, lam=lam, c=c)
             # the path only reads supports off its solutions: a looser tolerance suffices
@@ -622,7 +633,7 @@ class HCL(BaseHierarchicalEstimator):
         """
         M = len(sl)
         tr = [float(np.trace(Sw[s, s])) for s in sl]
-        top = [float(np.linalg.norm(Sw[s, s], 2)) for s in sl]
+        top = [float(top_eigh(Sw[s, s], 1)[0][0]) for s in sl]  # covariance blocks: PSD
         tau = np.zeros((M, M))
         for a in range(M):
             for b in range(M):
