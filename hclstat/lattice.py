@@ -31,7 +31,7 @@ import pandas as pd
 from .hierarchy import Hierarchy
 from .utils import _LANCZOS_MIN_DIM, check_random_state, eigenvalues_above, singular_values_above, top_eigh, top_singular_values
 
-__all__ = ["RankLattice", "rank_lattice", "implied_rank", "mobius_estimates", "specific_ranks", "fit_structure_ranks", "noise_whitened_rank"]
+__all__ = ["RankLattice", "rank_lattice", "lattice_from_tests", "implied_rank", "mobius_estimates", "specific_ranks", "fit_structure_ranks", "noise_whitened_rank"]
 
 
 @dataclass
@@ -202,8 +202,6 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
         raise ValueError(f"rank lattice: need at least 2 modalities, got {len(mods)}")
     if n_permutations < 1:
         raise ValueError(f"n_permutations: expected a positive integer, got {n_permutations}")
-    rows, member_rows, observed, thresholds = [], [], {}, {}
-    estimates = {}
     if arrays is not None:
         X = {m: np.asarray(a, dtype=np.float64) for m, a in arrays.items()}
         X = {m: np.nan_to_num(a) if np.isnan(np.add.reduce(a, axis=0)).any() else a for m, a in X.items()}
@@ -217,7 +215,10 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
         n = moments.n_samples
         dims = dict(moments.dims)
     z_level = lattice_z(level, len(mods))
-    for m in mods:
+    state = {}
+
+    def prepare(m):
+        """The cross-covariance of ``m`` with all others and its null levels (drawn once per ``m``)."""
         W = _others(mods, m)
         cols, start = {}, 0
         for o in W:
@@ -260,20 +261,47 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
                 SU = SWW[np.ix_(idx, idx)]
                 tr_u, top_u = float(np.trace(SU)), float(np.linalg.norm(SU, 2))
                 return (np.sqrt(tr_m * top_u) + np.sqrt(tr_u * top_m)) / np.sqrt(n)
-        r = {frozenset(): 0}
+        return cols, cross, null_level
+
+    def test(m, others):
+        if state.get("m") != m:
+            state.clear()
+            state.update(m=m, parts=prepare(m))
+        cols, cross, null_level = state["parts"]
+        idx = np.concatenate([cols[o] for o in others])
+        tau = null_level(idx)
+        return tau, singular_values_above(cross[:, idx], tau)
+
+    return lattice_from_tests(mods, test, max_rank=max_rank)
+
+
+def lattice_from_tests(modalities, test, *, max_rank=None):
+    """The rank lattice from its tests, however they are computed.
+
+    ``test(m, others)`` returns the threshold of ``rank Cov(x_m, x_U)`` for
+    ``U = others`` and the singular values of the cross-covariance above it
+    (at least its largest one). Tests run modality by modality, every ``U`` of
+    one modality in a row. Möbius inversion gives each member's estimate of
+    every non-specific rank, and the integer least-squares fit of all observed
+    ranks (from the rounded median of the member estimates) decides.
+    """
+    mods = list(modalities)
+    rows, member_rows, observed, thresholds, estimates = [], [], {}, {}, {}
+    for m in mods:
+        W = _others(mods, m)
+        r = {}
         for U in _nonempty_subsets(W):
-            idx = np.concatenate([cols[o] for o in W if o in U])
-            tau = null_level(idx)
-            sv = singular_values_above(cross[:, idx], tau)
+            others = [o for o in W if o in U]
+            tau, sv = test(m, others)
             k = int(np.sum(sv > tau))
             if max_rank is not None:
                 k = min(k, int(max_rank))
-            r[U] = k
+            r[(m, U)] = k
             observed[(m, U)] = k
             thresholds[(m, U)] = tau
-            rows.append({"modality": m, "U": ",".join(o for o in W if o in U), "rank": k,
+            rows.append({"modality": m, "U": ",".join(others), "rank": k,
                          "threshold": tau, "top_singular_value": float(sv[0]) if sv.size else 0.0})
-        for s, val in mobius_estimates({(m, U): k for U, k in r.items() if U}, m, W).items():
+        for s, val in mobius_estimates(r, m, W).items():
             estimates.setdefault(s, {})[m] = val
             member_rows.append({"structure": ",".join(o for o in mods if o in s), "modality": m, "estimate": val})
     start = {s: int(np.round(np.median(list(e.values())))) for s, e in estimates.items()}

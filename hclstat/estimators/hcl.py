@@ -28,7 +28,7 @@ import pandas as pd
 from ..data import check_views
 from ..exceptions import ConvergenceWarning, EstimationWarning, IdentifiabilityError
 from ..hierarchy import Hierarchy
-from ..kernels.hcl import block_objective, group_bcd, row_ls_sweep
+from ..kernels.hcl import group_bcd, row_ls_sweep
 from ..lattice import _fa_noise, lattice_hierarchy, rank_lattice, specific_ranks
 from ..moments import compute_moments
 from ..utils import top_eigh, top_svd
@@ -93,6 +93,11 @@ def hcl_objective(S, A, slices, support, *, gamma=1.0, weights=None, lam=0.0, c=
         if lam:
             val += lam * float(np.sum(c[a] * np.linalg.norm(Aa, axis=0)))
     return val
+
+
+def _generator(random_state):
+    """A Generator is shared (its stream continues), anything else seeds a new one."""
+    return random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
 
 
 class HCL(BaseHierarchicalEstimator):
@@ -229,7 +234,7 @@ class HCL(BaseHierarchicalEstimator):
         n = moments.n_samples
         rows = None
         if n > self.permutation_rows:
-            rng = np.random.default_rng(self.random_state) if not isinstance(self.random_state, np.random.Generator) else self.random_state
+            rng = _generator(self.random_state)
             rows = np.sort(rng.choice(n, self.permutation_rows, replace=False))
         self._arrays = {
             m: (a if rows is None else a[rows]) - moments.means[moments.slices[m]] for m, a in arrays.items()
@@ -241,37 +246,47 @@ class HCL(BaseHierarchicalEstimator):
 
     def _fit_moments(self, moments):
         self._validate_params()
-        t0 = time.perf_counter()
-        rng = np.random.default_rng(self.random_state) if not isinstance(self.random_state, np.random.Generator) else self.random_state
-        h = self.hierarchy
-        self.lattice_ = None
-        if h is None:
-            h = self._learn_ranks(moments, rng)
-        else:
-            self._check_requested(h)
-        if h.n_components == 0:
-            warnings.warn("no latent component was detected; the fitted model is pure noise", EstimationWarning, stacklevel=3)
+        rng = _generator(self.random_state)
         S = moments.covariance
-        mods = h.modalities
-        sl = [h.feature_slices()[m] for m in mods]
-        support = self._support_of(h)
-        d = np.diag(S).copy()
+        self._estimate(S, np.diag(S).copy(), moments.n_samples, rng, lambda: self._learn_ranks(moments, rng))
+
+    def _estimate(self, source, d, n_samples, rng, learn):
+        """The fitting pipeline, shared with :class:`MatrixFreeHCL`.
+
+        ``source`` is what the stage methods (:meth:`_fit_support`,
+        :meth:`_noise`, :meth:`_select`) read: the covariance matrix here, a
+        data operator in the matrix-free subclass; ``d`` is the stacked
+        variance diagonal and ``learn()`` returns the learned hierarchy.
+        """
+        t0 = time.perf_counter()
         if np.any(d <= 0):
             j = int(np.flatnonzero(d <= 0)[0])
             raise ValueError(f"feature {j} of the stacked data has zero variance; drop constant columns")
+        h = self.hierarchy
+        self.lattice_ = None
+        if h is None:
+            h = learn()
+        else:
+            self._check_requested(h)
+        self._pattern_ready(rng)
+        if h.n_components == 0:
+            warnings.warn("no latent component was detected; the fitted model is pure noise", EstimationWarning, stacklevel=4)
+        mods = h.modalities
+        sl = [h.feature_slices()[m] for m in mods]
+        support = self._support_of(h)
         # pass 1 on the correlation scale, pass 2 on the noise scale of pass 1
-        A, info = self._fit_support(S, d, sl, support, h, None)
-        psi = self._noise(S, A, sl)
+        A, info = self._fit_support(source, d, sl, support, h, None)
+        psi = self._noise(source, A, sl)
         # whitening weights are capped at 100x the correlation-scale weight: a
         # near-zero noise estimate (a Heywood case) must not dominate the fit
         wscale = np.maximum(psi, _WEIGHT_FLOOR * d)
-        A, info = self._fit_support(S, wscale, sl, support, h, A)
+        A, info = self._fit_support(source, wscale, sl, support, h, A)
         path = []
         if self.hierarchy is None and self.penalty == "group" and h.n_components:
-            support, A, path = self._select(S, wscale, sl, support, A, moments.n_samples, h)
+            support, A, path = self._select(source, wscale, sl, support, A, n_samples, h)
             h, A, support = self._merge(h, A, support)
-            A, info = self._fit_support(S, wscale, sl, support, h, A)
-        psi = self._noise(S, A, sl)
+            A, info = self._fit_support(source, wscale, sl, support, h, A)
+        psi = self._noise(source, A, sl)
         self.hierarchy_ = h
         self.loadings_ = {
             s: {m: np.ascontiguousarray(A[sl[i], cs]) for i, m in enumerate(mods) if m in s}
@@ -283,11 +298,14 @@ class HCL(BaseHierarchicalEstimator):
         self.fit_time_ = time.perf_counter() - t0
         if not self.converged_:
             warnings.warn(
-                f"HCL stopped after max_iter={self.max_iter} alternations before the relative objective "
-                f"change fell below tol={self.tol}; increase max_iter",
+                f"{type(self).__name__} stopped after max_iter={self.max_iter} alternations before the relative "
+                f"objective change fell below tol={self.tol}; increase max_iter",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
+
+    def _pattern_ready(self, rng):
+        """Hook between learning the pattern and fitting it (nothing to do here)."""
 
     def _check_requested(self, h):
         for m in h.modalities:
@@ -312,14 +330,7 @@ class HCL(BaseHierarchicalEstimator):
             random_state=rng,
             level=self.alpha,
         )
-        if not self.lattice_.consistent:
-            warnings.warn(
-                "member modalities disagree on some structure ranks (see lattice_.member_estimates); "
-                "the integer least-squares fit of all observed ranks decides. Disagreement suggests "
-                "correlated latents or a signal too weak for this sample size",
-                EstimationWarning,
-                stacklevel=4,
-            )
+        self._warn_if_inconsistent()
         spec, _ = specific_ranks(moments, self.lattice_.ranks, noise_model=self.noise_model,
                                  alpha=self.alpha, max_rank=self.max_rank)
         ranks = dict(self.lattice_.ranks)
@@ -327,6 +338,16 @@ class HCL(BaseHierarchicalEstimator):
             ranks = {s: min(k, self.max_rank) for s, k in ranks.items()}
             spec = {s: min(k, self.max_rank) for s, k in spec.items()}
         return lattice_hierarchy(moments.dims, ranks, spec)
+
+    def _warn_if_inconsistent(self):
+        if not self.lattice_.consistent:
+            warnings.warn(
+                "member modalities disagree on some structure ranks (see lattice_.member_estimates); "
+                "the integer least-squares fit of all observed ranks decides. Disagreement suggests "
+                "correlated latents or a signal too weak for this sample size",
+                EstimationWarning,
+                stacklevel=6,
+            )
 
     @staticmethod
     def _support_of(h):

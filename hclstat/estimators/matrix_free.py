@@ -28,31 +28,22 @@ column scaling (noise whitening) and row subsets inside those products.
 
 from __future__ import annotations
 
-import time
-import warnings
-
 import numpy as np
-import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from ..data import check_views, is_dask_array
-from ..exceptions import ConvergenceWarning, EstimationWarning
 from ..kernels.hcl import group_bcd
 from ..lattice import (
-    RankLattice,
-    _nonempty_subsets,
-    _others,
-    fit_structure_ranks,
+    lattice_from_tests,
     lattice_hierarchy,
     lattice_z,
     lrt_rank,
-    mobius_estimates,
     null_threshold,
     specific_level,
     white_noise_edge,
 )
 from ..utils import check_random_state
-from .hcl import _NOISE_FLOOR, _WEIGHT_FLOOR, HCL
+from .hcl import _NOISE_FLOOR, HCL, _generator
 
 __all__ = ["CentredData", "MatrixFreeHCL", "block_lanczos"]
 
@@ -554,11 +545,6 @@ def _reduced_scales(C, members, k, n_iter=50):
     return G
 
 
-def _generator(random_state):
-    # HCL's convention: a Generator is shared, anything else seeds a new one
-    return random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
-
-
 class _State:
     """Loadings with their cached products ``Z_a = X_{a,w} A_a`` and Grams ``A_a^T A_a``."""
 
@@ -688,53 +674,15 @@ class MatrixFreeHCL(HCL):
         )
 
     def _fit_operator(self, op, rows):
-        t0 = time.perf_counter()
         rng = _generator(self.random_state)
-        d = op.stacked_diag()
-        if np.any(d <= 0):
-            j = int(np.flatnonzero(d <= 0)[0])
-            raise ValueError(f"feature {j} of the stacked data has zero variance; drop constant columns")
-        h = self.hierarchy
-        self.lattice_ = None
-        if h is None:
-            h = self._learn_ranks_operator(op, rows, rng)
-        else:
-            self._check_requested(h)
+        try:
+            self._estimate(op, op.stacked_diag(), op.n_samples, rng, lambda: self._learn_ranks_operator(op, rows, rng))
+        finally:
+            self.__dict__.pop("_krylov_rng", None)
+
+    def _pattern_ready(self, rng):
         # Krylov starts draw from a stream of their own (HCL's rng only draws the permutations)
         self._krylov_rng = np.random.default_rng(rng.integers(2**63))
-        if h.n_components == 0:
-            warnings.warn("no latent component was detected; the fitted model is pure noise",
-                          EstimationWarning, stacklevel=3)
-        mods = h.modalities
-        sl = [h.feature_slices()[m] for m in mods]
-        support = self._support_of(h)
-        A, info = self._fit_support(op, d, sl, support, h, None)
-        psi = self._noise(op, A, sl)
-        wscale = np.maximum(psi, _WEIGHT_FLOOR * d)
-        A, info = self._fit_support(op, wscale, sl, support, h, A)
-        path = []
-        if self.hierarchy is None and self.penalty == "group" and h.n_components:
-            support, A, path = self._select(op, wscale, sl, support, A, op.n_samples, h)
-            h, A, support = self._merge(h, A, support)
-            A, info = self._fit_support(op, wscale, sl, support, h, A)
-        psi = self._noise(op, A, sl)
-        self.hierarchy_ = h
-        self.loadings_ = {
-            s: {m: np.ascontiguousarray(A[sl[i], cs]) for i, m in enumerate(mods) if m in s}
-            for s, cs in h.component_slices().items()
-        }
-        self.noise_variances_ = {m: psi[sl[i]].copy() for i, m in enumerate(mods)}
-        self.n_iter_, self.converged_, self.objective_path_ = info
-        self.selection_path_ = pd.DataFrame(path)
-        self.fit_time_ = time.perf_counter() - t0
-        del self._krylov_rng
-        if not self.converged_:
-            warnings.warn(
-                f"MatrixFreeHCL stopped after max_iter={self.max_iter} alternations before the relative "
-                f"objective change fell below tol={self.tol}; increase max_iter",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
 
     # ------------------------------------------------------------ learning
     def _learn_ranks_operator(self, op, rows, rng):
@@ -750,40 +698,15 @@ class MatrixFreeHCL(HCL):
         krng = np.random.default_rng(rng.integers(2**63))
         max_rank = self.max_rank
         z_level = lattice_z(self.alpha, len(mods))
-        rows_out, member_rows, observed, thresholds, estimates = [], [], {}, {}, {}
-        for m in mods:
-            W = _others(mods, m)
-            r = {frozenset(): 0}
-            for U in _nonempty_subsets(W):
-                others = [o for o in W if o in U]
-                tops = null_op.permutation_nulls(m, others, perms[m], random_state=krng)
-                tau = null_scale * null_threshold(tops, z_level)
-                sv = self._top_singular_values(op, m, others, tau, krng)
-                k = int(np.sum(sv > tau))
-                if max_rank is not None:
-                    k = min(k, int(max_rank))
-                r[U] = k
-                observed[(m, U)] = k
-                thresholds[(m, U)] = tau
-                rows_out.append({"modality": m, "U": ",".join(others), "rank": k,
-                                 "threshold": tau, "top_singular_value": float(sv[0]) if sv.size else 0.0})
-            # Möbius inversion over U, as in rank_lattice
-            for s, val in mobius_estimates({(m, U): k for U, k in r.items() if U}, m, W).items():
-                estimates.setdefault(s, {})[m] = val
-                member_rows.append({"structure": ",".join(o for o in mods if o in s), "modality": m, "estimate": val})
-        start = {s: int(np.round(np.median(list(e.values())))) for s, e in estimates.items()}
-        consistent = all(len(set(e.values())) == 1 for e in estimates.values())
-        ranks, misfit = fit_structure_ranks(observed, mods, start)
-        self.lattice_ = RankLattice(observed=pd.DataFrame(rows_out), member_estimates=pd.DataFrame(member_rows),
-                                    ranks=ranks, consistent=consistent, misfit=misfit, thresholds=thresholds)
-        if not consistent:
-            warnings.warn(
-                "member modalities disagree on some structure ranks (see lattice_.member_estimates); "
-                "the integer least-squares fit of all observed ranks decides. Disagreement suggests "
-                "correlated latents or a signal too weak for this sample size",
-                EstimationWarning,
-                stacklevel=4,
-            )
+
+        def test(m, others):
+            tops = null_op.permutation_nulls(m, others, perms[m], random_state=krng)
+            tau = null_scale * null_threshold(tops, z_level)
+            return tau, self._top_singular_values(op, m, others, tau, krng)
+
+        self.lattice_ = lattice_from_tests(mods, test, max_rank=max_rank)
+        self._warn_if_inconsistent()
+        ranks = self.lattice_.ranks
         spec = {}
         alpha = specific_level(self.alpha, len(mods))
         for m in mods:
