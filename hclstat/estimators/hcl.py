@@ -617,13 +617,14 @@ class HCL(BaseHierarchicalEstimator):
                 np.fill_diagonal(E, 0.0)
                 grad_w = -2.0 * g * (E @ Aa)  # gradient of the within term
                 hw = 0.5 * g * float(np.sum(E * E))
-                # ||Aa||_2^2 from the K x K Gram (cheaper than an SVD of Aa)
-                bound = 2.0 * g * (np.linalg.eigvalsh(Aa.T @ Aa)[-1] * 3.0 + snorm[a]) + 1e-12
+                # with ||Aa||_F^2 >= ||Aa||_2^2 in the global bound (it only caps the backtracking)
+                bound = 2.0 * g * (float(np.einsum("ij,ij->", Aa, Aa)) * 3.0 + snorm[a]) + 1e-12
                 L = bound if Ls[a] is None else min(bound, 0.25 * Ls[a])
                 freeidx = np.flatnonzero(free[a]).astype(np.int64)
                 lamv = np.ascontiguousarray(lam * c[a])
+                eye = np.eye(G.shape[0])
                 for _ls in range(30):
-                    H = G + 0.5 * L * np.eye(G.shape[0])
+                    H = G + 0.5 * L * eye
                     D = np.ascontiguousarray(C - 0.5 * grad_w + 0.5 * L * Aa)
                     new = Aa.copy()
                     group_bcd(new, H, D, lamv, freeidx, 1000, 1e-10)
