@@ -227,25 +227,27 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
         if moments is not None:
             cross = np.concatenate([moments.block(m, o) for o in W], axis=1)
         if arrays is not None:
-            XW = np.concatenate([X[o] for o in W], axis=1)
             if moments is None:
-                cross = X[m].T @ XW / (n - 1)
+                cross = X[m].T @ np.concatenate([X[o] for o in W], axis=1) / (n - 1)
             # X_m^T X_W[perm] = X_m[perm^{-1}]^T X_W: the side with fewer columns is
-            # the one shuffled (the same null, a smaller copy). The products run in
-            # single precision, at half the cost: the top singular value of a null
-            # moves by ~1e-8 relative (measured at n = 500 and 5000), while the
-            # threshold's own Monte Carlo spread is several per cent
-            Xm32, XW32 = X[m].astype(np.float32), XW.astype(np.float32)
+            # the one shuffled (the same null, a smaller copy). The products run, and
+            # the nulls are kept, in single precision (half the time and memory): the
+            # top singular value of a null moves by ~1e-8 relative (measured at
+            # n = 500 and 5000), while the threshold's own Monte Carlo spread is
+            # several per cent. Their spectra are computed in double precision.
+            Xm32 = X[m].astype(np.float32)
+            XW32 = np.concatenate([X[o] for o in W], axis=1, dtype=np.float32)
             nulls = []
             for _ in range(n_permutations):
                 perm = rng.permutation(n_null)
-                if dims[m] <= XW.shape[1]:
+                if dims[m] <= XW32.shape[1]:
                     inverse = np.empty_like(perm)
                     inverse[perm] = np.arange(n_null)
                     null = Xm32[inverse].T @ XW32
                 else:
                     null = Xm32.T @ XW32[perm]
-                nulls.append(null.astype(np.float64) / (n_null - 1))
+                null /= n_null - 1
+                nulls.append(null)
             del Xm32, XW32
 
             def null_level(idx):
@@ -323,7 +325,7 @@ def _top_singular_value_each(mats):
     rows, cols = mats[0].shape
     if min(rows, cols) >= _LANCZOS_MIN_DIM:
         return np.array([top_singular_values(c, 1)[0] for c in mats])
-    stack = np.stack(mats)
+    stack = np.stack(mats).astype(np.float64, copy=False)
     gram = stack @ stack.transpose(0, 2, 1) if rows <= cols else stack.transpose(0, 2, 1) @ stack
     return np.sqrt(np.clip(np.linalg.eigvalsh(gram)[:, -1], 0.0, None))
 

@@ -195,11 +195,29 @@ def _moments_numpy(blocks, ddof):
         s1 += Y.sum(axis=0)
         # Y.T is Fortran-ordered, so dsyrk reads it in place (Y itself would be copied)
         acc = dsyrk(1.0, Y.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
-    cov = np.triu(acc) + np.triu(acc, 1).T
     m = s1 / n
-    cov -= n * np.outer(m, m)
-    cov /= n - ddof
+    cov = _finish_upper(acc, m, n, ddof)
     return cov, m + shift, None, n
+
+
+def _finish_upper(acc, m, n, ddof, block=512):
+    """``(acc - n m m^T) / (n - ddof)`` from the upper triangle of ``acc``, in place.
+
+    Column blocks at a time, so no other ``p x p`` array is formed (``np.triu``
+    and ``np.outer`` would each make one).
+    """
+    p = acc.shape[0]
+    for j in range(0, p, block):
+        e = min(j + block, p)
+        diag = acc[j:e, j:e]
+        diag[...] = np.triu(diag) + np.triu(diag, 1).T
+        acc[e:, j:e] = acc[j:e, e:].T
+    for j in range(0, p, block):
+        e = min(j + block, p)
+        acc[:, j:e] -= n * np.outer(m, m[j:e])
+    acc /= n - ddof
+    # symmetric: the transpose is the same matrix, C-ordered without a copy
+    return acc.T if acc.flags.f_contiguous else acc
 
 
 def _observed_mean(X):

@@ -326,3 +326,25 @@ def test_check_views_scans_without_a_full_mask(rng, missing):
     finally:
         tracemalloc.stop()
     assert peak < 0.1 * x.nbytes, peak
+
+
+def test_moment_pass_forms_one_p_by_p_matrix(rng):
+    # the accumulator is symmetrised and centred in place: the pass allocates one
+    # p x p matrix and one chunk buffer, never an n x p copy or p x p temporaries
+    import tracemalloc
+
+    from hclstat.moments import _CHUNK_ENTRIES
+
+    n, p = 3000, 1200
+    views = {"a": rng.standard_normal((n, 500)), "b": rng.standard_normal((n, 700)) + 3.0}
+    tracemalloc.start()
+    try:
+        mom = compute_moments(views)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    budget = 8 * p * p + 8 * p * min(n, _CHUNK_ENTRIES // p)
+    assert peak < 1.15 * budget, (peak, budget)
+    X = np.hstack([views["a"], views["b"]])
+    assert_allclose(mom.covariance, np.cov(X.T), rtol=0, atol=1e-12)
+    assert mom.covariance.flags.c_contiguous

@@ -242,7 +242,7 @@ class HCL(BaseHierarchicalEstimator):
         try:
             return self.fit_moments(moments)
         finally:
-            del self._arrays
+            self.__dict__.pop("_arrays", None)
 
     def _fit_moments(self, moments):
         self._validate_params()
@@ -321,7 +321,8 @@ class HCL(BaseHierarchicalEstimator):
 
     # ------------------------------------------------------------ learning
     def _learn_ranks(self, moments, rng):
-        arrays = getattr(self, "_arrays", None)
+        # the row subsample serves the permutation nulls only: released once they are drawn
+        arrays = self.__dict__.pop("_arrays", None)
         self.lattice_ = rank_lattice(
             arrays if arrays is not None else None,
             moments=moments,
@@ -330,6 +331,7 @@ class HCL(BaseHierarchicalEstimator):
             random_state=rng,
             level=self.alpha,
         )
+        del arrays
         self._warn_if_inconsistent()
         spec, _ = specific_ranks(moments, self.lattice_.ranks, noise_model=self.noise_model,
                                  alpha=self.alpha, max_rank=self.max_rank)
