@@ -942,6 +942,13 @@ def run_replication(params, cell, replication, seed, methods, metrics, hierarchi
 
 
 # ================================================================ storage
+def _file_mode():
+    """``0o666`` less the umask: what a plain ``open`` creates (``mkstemp`` makes files private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write_bytes(path, data):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -950,6 +957,7 @@ def _atomic_write_bytes(path, data):
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         with _suppress():
@@ -1269,6 +1277,7 @@ def _save(fig, path):
     os.close(fd)
     try:
         fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=120, bbox_inches="tight")
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         with _suppress():

@@ -436,3 +436,26 @@ def test_local_cluster_gives_the_serial_rows(tmp_path, alarm):
         _sorted(_without_times(parallel)), _sorted(_without_times(serial)), check_exact=True
     )
     assert len(list((tmp_path / "dask" / "checkpoints").glob("*.json"))) == 4
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    # mkstemp creates 0600 files; results must be as readable as a plain open() makes them
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hclstat.studies import _atomic_write_bytes, _save
+
+    umask = os.umask(0o022)
+    try:
+        _atomic_write_bytes(tmp_path / "x.json", b"{}")
+        fig = plt.figure()
+        _save(fig, tmp_path / "x.png")
+        plt.close(fig)
+    finally:
+        os.umask(umask)
+    for name in ("x.json", "x.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
