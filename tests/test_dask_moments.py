@@ -1,4 +1,4 @@
-"""Out-of-core moments: dask arrays from NumPy, a NumPy memmap and chunked Parquet.
+"""Out-of-core moments: dask arrays from NumPy, a NumPy memmap, chunked Parquet and Zarr.
 
 Each source must give the in-memory moments of the same numbers to 1e-10
 (covariance, means and, with missing entries, the pairwise counts exactly).
@@ -70,7 +70,19 @@ def _from_parquet(views, tmp_path, chunks):
     return out
 
 
-SOURCES = {"numpy": _from_numpy, "memmap": _from_memmap, "parquet": _from_parquet}
+def _from_zarr(views, tmp_path, chunks):
+    """One Zarr array per modality, stored in row chunks of ``chunks`` rows."""
+    out = {}
+    for m, x in views.items():
+        path = str(tmp_path / f"{m}.zarr")
+        da.from_array(x, chunks=(chunks, -1)).to_zarr(path)
+        arr = da.from_zarr(path)
+        assert arr.numblocks[0] > 1
+        out[m] = arr
+    return out
+
+
+SOURCES = {"numpy": _from_numpy, "memmap": _from_memmap, "parquet": _from_parquet, "zarr": _from_zarr}
 
 
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "nan"])
