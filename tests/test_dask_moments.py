@@ -153,3 +153,24 @@ def test_pairwise_moments_with_large_means(rng, lazy):
     mom = compute_moments(src)
     assert_allclose(mom.covariance, pd.DataFrame(X).cov().to_numpy(), rtol=0, atol=1e-9)
     assert_allclose(mom.means, np.nanmean(X, axis=0), rtol=1e-14)
+
+
+def test_hcl_fits_dask_views_as_it_fits_arrays(tmp_path):
+    # the whole fit from lazy views (Zarr here): moments by dask, the permutation
+    # row subsample (n > permutation_rows) gathered from the chunks; same result
+    import warnings
+
+    from hclstat import HCL, Hierarchy
+
+    h = Hierarchy({"a": 20, "b": 25, "c": 30}, {("a", "b", "c"): 1, ("a", "b"): 1, "a": 1, "c": 1})
+    model = HierarchicalModel.random(h, loading_scale=0.5, random_state=3)
+    views, _ = model.sample(1500, random_state=4)
+    lazy = _from_zarr(views, tmp_path, chunks=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = HCL(random_state=0, permutation_rows=700).fit(views)
+        out = HCL(random_state=0, permutation_rows=700).fit(lazy)
+    assert dense.hierarchy_ == h and out.hierarchy_ == h
+    for s, blocks in dense.loadings_.items():
+        for m, A in blocks.items():
+            assert_allclose(out.loadings_[s][m], A, rtol=1e-6, atol=1e-8)
