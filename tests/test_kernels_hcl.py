@@ -25,6 +25,8 @@ from hclstat.kernels.hcl import (
     block_objective,
     group_bcd,
     group_bcd_reference,
+    penalised_block_step,
+    penalised_block_step_reference,
     row_ls_sweep,
     row_ls_sweep_reference,
 )
@@ -378,3 +380,54 @@ def test_row_ls_sweep_respects_binding_caps(rng):
     assert_allclose(A, B, atol=1e-10)
     assert np.all(np.sum(A * A, axis=1) <= caps * (1 + 1e-10))
     assert np.any(np.isclose(np.sum(A * A, axis=1), caps, rtol=1e-8))  # the bound binds
+
+
+# ------------------------------------------------------- penalised_block_step
+def _penalised_case(rng, p, K, lam_ratio):
+    """A within block ``S`` of a rank-K signal, a cross-term ``G, C`` and a start ``A``."""
+    W = rng.standard_normal((p, K))
+    S = W @ W.T + np.diag(rng.uniform(0.5, 2.0, p))
+    G = _spd(rng, K)
+    C = np.ascontiguousarray(W @ G + 0.3 * rng.standard_normal((p, K)))
+    A = np.ascontiguousarray(W + 0.5 * rng.standard_normal((p, K)))
+    lam = lam_ratio * rng.uniform(0.5, 1.5, K) * 2.0 * np.linalg.norm(C, axis=0)
+    return S, G, C, A, lam
+
+
+def _penalised_value(A, S, C, G, lam, free, gamma):
+    E = S - A @ A.T
+    np.fill_diagonal(E, 0.0)
+    return (float(np.trace(A @ G @ A.T) - 2.0 * np.sum(A * C)) + 0.5 * gamma * float(np.sum(E * E))
+            + float(np.sum(lam[free] * np.linalg.norm(A[:, free], axis=0))))
+
+
+@pytest.mark.parametrize("free_case", list(FREE_CASES))
+@pytest.mark.parametrize("lam_ratio", [0.05, 0.5, 1.5])
+@pytest.mark.parametrize("start", ["bound", "small"])
+def test_penalised_block_step_matches_reference(rng, free_case, lam_ratio, start):
+    p, K, gamma = 30, 5, 1.0
+    S, G, C, A, lam = _penalised_case(rng, p, K, lam_ratio)
+    free = FREE_CASES[free_case](K, rng).astype(np.int64)
+    A[:, np.setdiff1d(np.arange(K), free)] = 0.0
+    bound = 2.0 * gamma * (3.0 * float(np.sum(A * A)) + np.linalg.norm(S, 2)) + 1e-12
+    L0 = bound if start == "bound" else 1e-3 * bound  # "small": backtracking must double L
+    new, L = penalised_block_step(A, S, C, G, lam, free, gamma, L0, bound, 30)
+    ref, L_ref = penalised_block_step_reference(A.copy(), S, C, G, lam, free, gamma, L0, bound, 30)
+    assert L == L_ref
+    assert_allclose(new, ref, rtol=1e-10, atol=1e-10)
+    # a majorise-minimise step: the penalised objective does not increase
+    before = _penalised_value(A, S, C, G, lam, free, gamma)
+    after = _penalised_value(new, S, C, G, lam, free, gamma)
+    assert after <= before + 1e-10 * abs(before)
+    if start == "small":
+        assert L > 1e-3 * bound
+
+
+def test_penalised_block_step_zeroes_blocks_under_a_large_penalty(rng):
+    p, K = 25, 4
+    S, G, C, A, lam = _penalised_case(rng, p, K, 1.0)
+    free = np.arange(K, dtype=np.int64)
+    big = np.full(K, 1e6)
+    bound = 2.0 * (3.0 * float(np.sum(A * A)) + np.linalg.norm(S, 2)) + 1e-12
+    new, _ = penalised_block_step(A, S, C, G, big, free, 1.0, bound, bound, 30)
+    assert_array_equal(new, 0.0)

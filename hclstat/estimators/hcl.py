@@ -28,7 +28,7 @@ import pandas as pd
 from ..data import check_views
 from ..exceptions import ConvergenceWarning, EstimationWarning, IdentifiabilityError
 from ..hierarchy import Hierarchy
-from ..kernels.hcl import group_bcd, row_ls_sweep
+from ..kernels.hcl import penalised_block_step, row_ls_sweep
 from ..lattice import _fa_noise, lattice_hierarchy, rank_lattice, specific_ranks
 from ..moments import compute_moments
 from ..utils import top_eigh, top_svd
@@ -606,38 +606,21 @@ class HCL(BaseHierarchicalEstimator):
         g = float(self.gamma)
         prev = hcl_objective(Sw, A, sl, free, gamma=g, lam=lam, c=c)
         snorm = [float(top_eigh(Sw[s, s], 1)[0][0]) for s in sl]  # covariance blocks: PSD
+        within = [np.ascontiguousarray(Sw[s, s]) for s in sl]
+        frees = [np.flatnonzero(free[a]).astype(np.int64) for a in range(M)]
+        lamvs = [np.ascontiguousarray(lam * c[a]) for a in range(M)]
         # curvature estimates of the within term, one per modality: each step starts
         # from a quarter of the last accepted value and doubles until the quadratic
-        # model majorises (backtracking), capped by the global bound below
+        # model majorises (backtracking), capped by the global bound
+        # 2 gamma (3 ||A_a||_2^2 + ||S_aa||_2), with ||A_a||_F^2 >= ||A_a||_2^2
         Ls = [None] * M
         for _ in range(n_outer):
             for a in range(M):
-                Aa = A[sl[a]].copy()
+                Aa = np.ascontiguousarray(A[sl[a]])
                 G, C = self._cross_terms(Sw, A, sl, a)
-                Saa = Sw[sl[a], sl[a]]
-                E = Saa - Aa @ Aa.T
-                np.fill_diagonal(E, 0.0)
-                grad_w = -2.0 * g * (E @ Aa)  # gradient of the within term
-                hw = 0.5 * g * float(np.sum(E * E))
-                # with ||Aa||_F^2 >= ||Aa||_2^2 in the global bound (it only caps the backtracking)
-                bound = 2.0 * g * (float(np.einsum("ij,ij->", Aa, Aa)) * 3.0 + snorm[a]) + 1e-12
-                L = bound if Ls[a] is None else min(bound, 0.25 * Ls[a])
-                freeidx = np.flatnonzero(free[a]).astype(np.int64)
-                lamv = np.ascontiguousarray(lam * c[a])
-                eye = np.eye(G.shape[0])
-                for _ls in range(30):
-                    H = G + 0.5 * L * eye
-                    D = np.ascontiguousarray(C - 0.5 * grad_w + 0.5 * L * Aa)
-                    new = Aa.copy()
-                    group_bcd(new, H, D, lamv, freeidx, 1000, 1e-10)
-                    En = Saa - new @ new.T
-                    np.fill_diagonal(En, 0.0)
-                    hn = 0.5 * g * float(np.sum(En * En))
-                    diff = new - Aa
-                    if hn <= hw + float(np.sum(grad_w * diff)) + 0.5 * L * float(np.sum(diff * diff)) + 1e-12 * max(1.0, hw):
-                        break
-                    L *= 2.0
-                Ls[a] = L
+                bound = 2.0 * g * (3.0 * float(np.einsum("ij,ij->", Aa, Aa)) + snorm[a]) + 1e-12
+                start = bound if Ls[a] is None else 0.25 * Ls[a]
+                new, Ls[a] = penalised_block_step(Aa, within[a], C, G, lamvs[a], frees[a], g, start, bound, 30)
                 A[sl[a]] = new
             cur = hcl_objective(Sw, A, sl, free, gamma=g, lam=lam, c=c)
             # the path only reads supports off its solutions: a looser tolerance suffices
