@@ -305,8 +305,10 @@ def main(argv=None):
                     if method == "dense" and (rec.get("time_s") is None or rec["time_s"] > args.dense_budget):
                         over_budget.add(mode)
                     t = rec.get("time_s")
+                    traced = rec.get("traced_peak_mb")
+                    traced = f"{traced:7.1f}" if traced is not None else "not run (over --trace-budget)"
                     print(f"p={p_total:6d} {mode:8s} {method:12s} {rec['status']:8s} "
-                          + (f"{t:8.2f} s  peak {rec['peak_mb']:8.1f} MB (traced {rec.get('traced_peak_mb') or 0:7.1f})"
+                          + (f"{t:8.2f} s  peak {rec['peak_mb']:8.1f} MB (traced {traced})"
                              f"  recovered={rec['hierarchy_recovered']} "
                              f"max sin-theta {rec['max_sin_theta_to_truth']:.3f}" if t is not None else ""),
                           flush=True)
