@@ -13,7 +13,7 @@ benchmark last.
 Modes:
 
 * ``--quick``: every script in its quick mode (a few minutes in total);
-* default: the ``make bench`` run, about 20 minutes on 2 cores
+* default: the ``make bench`` run, about 15 minutes on 2 cores (14.3 measured)
   (``bench_downstream`` and ``bench_patterns`` in full, ``bench_matrix_free``
   quick, ``bench_performance`` in its default mode);
 * ``--full``: every script in its full mode (hours: includes the 24 GB
