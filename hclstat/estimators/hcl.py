@@ -564,10 +564,15 @@ class HCL(BaseHierarchicalEstimator):
             rows.append({"lambda": lam, "pattern": self._describe(h, sup), "support": self._key(sup),
                          "agrees_with_lattice": self._key(sup) == key0,
                          "objective": hcl_objective(Sw, A, sl, free_all, gamma=self.gamma, lam=lam, c=c)})
-        best, fits = key0, {key0: (support0, A0)}
+        return self._choose_support(S, psi, sl, support0, A0, n, h, candidates, rows)
+
+    def _choose_support(self, source, psi, sl, support0, A0, n, h, candidates, rows):
+        """The support kept (the lattice's, or with ``selection="bic"`` the best BIC
+        among it and the path's candidates), its loadings, and the finished path rows."""
+        key0 = self._key(support0)
+        best, fits, scores = key0, {key0: (support0, A0)}, {}
         if self.selection == "bic":
             sizes = np.array([s.stop - s.start for s in sl])
-            scores = {}
             for key, sup in candidates.items():
                 keep = sup.any(axis=0)
                 sub = sup[:, keep]
@@ -575,8 +580,8 @@ class HCL(BaseHierarchicalEstimator):
                     continue  # empty, or leaves a modality no noise dimension
                 hk = self._hierarchy_from_support(h, sub)
                 start = A0 if key == key0 else (A0 * np.repeat(sup, sizes, axis=0))[:, keep]
-                Ak, _ = self._fit_support(S, psi, sl, sub, hk, start)
-                scores[key] = self._bic(S, Ak, sl, sub, n)
+                Ak, _ = self._fit_support(source, psi, sl, sub, hk, start)
+                scores[key] = self._bic(source, Ak, sl, sub, n)
                 fits[key] = (sub, Ak)
             best = min(scores, key=scores.get)
             for r in rows:

@@ -999,30 +999,7 @@ class MatrixFreeHCL(HCL):
             candidates.setdefault(self._key(sup), sup)
             rows.append({"lambda": lam, "pattern": self._describe(h, sup), "support": self._key(sup),
                          "agrees_with_lattice": self._key(sup) == key0, "objective": obj})
-        best, fits = key0, {key0: (support0, A0)}
-        scores = {}
-        if self.selection == "bic":
-            sizes = np.array([s.stop - s.start for s in sl])
-            for key, sup in candidates.items():
-                keep = sup.any(axis=0)
-                sub = sup[:, keep]
-                if not keep.any() or np.any(sub.sum(axis=1) > sizes - 1):
-                    continue
-                hk = self._hierarchy_from_support(h, sub)
-                start = A0 if key == key0 else (A0 * np.repeat(sup, sizes, axis=0))[:, keep]
-                Ak, _ = self._fit_support(op, psi, sl, sub, hk, start)
-                scores[key] = self._bic(op, Ak, sl, sub, n)
-                fits[key] = (sub, Ak)
-            best = min(scores, key=scores.get)
-            for r in rows:
-                r["bic"] = scores.get(r["support"], np.nan)
-        for r in rows:
-            r["selected"] = r["support"] == best
-        rows.append({"lambda": 0.0, "pattern": self._describe(h, support0), "support": key0,
-                     "agrees_with_lattice": True, "objective": np.nan, "selected": key0 == best,
-                     **({"bic": scores.get(key0, np.nan)} if self.selection == "bic" else {})})
-        sub, Ak = fits[best]
-        return sub, Ak, rows
+        return self._choose_support(op, psi, sl, support0, A0, n, h, candidates, rows)
 
     def _penalised(self, opw, st, sl, free, lam, c, diags, snorm, n_outer=50):
         """Block majorise-minimise sweeps on the penalised objective (monotone)."""
