@@ -95,6 +95,27 @@ def hcl_objective(S, A, slices, support, *, gamma=1.0, weights=None, lam=0.0, c=
     return val
 
 
+def _reduced_scales(C, members, k, n_iter=50):
+    """Coefficients ``G_m`` (k x k) with ``C[m, m'] ≈ G_m G_m'^T``: an SVD start
+    from the first pair, then alternating least squares over the members."""
+    i0, j0 = members[0], members[1]
+    U, s, Vt = np.linalg.svd(C[i0, j0])
+    G = {i0: U * np.sqrt(s), j0: Vt.T * np.sqrt(s)}
+    for i in members[2:]:
+        G[i] = np.linalg.lstsq(G[i0], C[i0, i], rcond=None)[0].T
+    for _ in range(n_iter if len(members) > 2 else 0):
+        change = 0.0
+        for i in members:
+            Gs = np.vstack([G[j] for j in members if j != i])
+            Cs = np.hstack([C[i, j] for j in members if j != i])
+            new = np.linalg.lstsq(Gs, Cs.T, rcond=None)[0].T
+            change = max(change, float(np.linalg.norm(new - G[i])) / max(float(np.linalg.norm(new)), 1e-300))
+            G[i] = new
+        if change <= 1e-8:  # a starting value: more digits would not change the fit
+            break
+    return G
+
+
 def _generator(random_state):
     """A Generator is shared (its stream continues), anything else seeds a new one."""
     return random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
@@ -442,7 +463,7 @@ class HCL(BaseHierarchicalEstimator):
             C += Sw[sl[a], sl[b]] @ Ab
         return G, np.ascontiguousarray(C)
 
-    def _initialize(self, Sw, sl, support, h, S=None, scale=None):
+    def _initialize(self, source, sl, support, h, S=None, scale=None):
         """Spectral initialiser aligned with structures.
 
         Structures are taken from the top of the lattice down. For structure
@@ -454,9 +475,8 @@ class HCL(BaseHierarchicalEstimator):
         residual within-modality covariance less a factor-analysis noise.
         """
         mods = h.modalities
-        M = len(mods)
         cs = h.component_slices()
-        A = np.zeros((Sw.shape[0], h.n_components))
+        A = np.zeros((sum(s.stop - s.start for s in sl), h.n_components))
         for s in h.structures:
             k = h.rank(s)
             members = [i for i, m in enumerate(mods) if m in s]
@@ -468,56 +488,45 @@ class HCL(BaseHierarchicalEstimator):
                 for j in members:
                     if j == i:
                         continue
-                    R = Sw[sl[i], sl[j]] - A[sl[i]] @ A[sl[j]].T
                     # rank of the remaining pair signal: structures not yet fitted containing both
                     r = sum(h.rank(t) for t in h.structures if mods[i] in t and mods[j] in t and not np.any(A[sl[i], cs[t]]))
-                    Us.append(top_svd(R, max(r, k))[0])
+                    Us.append(self._residual_basis(source, A, sl, i, j, max(r, k)))
                 # top eigenvectors of the sum of projectors sum_j U_j U_j^T: the left
                 # singular vectors of [U_1 U_2 ...] (no p_m x p_m matrix needed)
                 bases[i] = np.linalg.svd(np.hstack(Us), full_matrices=False)[0][:, :k]
-            G = self._reduced_scales(Sw, A, sl, members, bases, k)
+            G = _reduced_scales(self._reduced_cross(source, A, sl, members, bases), members, k)
             for i in members:
                 A[sl[i], cs[s]] = bases[i] @ G[i]
-        for a in range(M):
-            spec = frozenset([mods[a]])
+        for a, m in enumerate(mods):
+            spec = frozenset([m])
             if h.rank(spec) == 0:
                 continue
-            k = h.rank(spec)
-            Saa = Sw[sl[a], sl[a]]
-            if S is None:
-                psi = _fa_noise(Saa, h.modality_rank(mods[a]))
-            else:  # fitted on the raw block (shared with the rank search), then whitened
-                psi = _fa_noise(S[sl[a], sl[a]], h.modality_rank(mods[a])) / scale[sl[a]]
-            R = Saa - np.diag(psi) - A[sl[a]] @ A[sl[a]].T
-            w, V = top_eigh(R, k)
+            w, V = self._specific_top(source, A, sl, a, h.rank(spec), h.modality_rank(m), S=S, scale=scale)
             A[sl[a], cs[spec]] = V * np.sqrt(np.clip(w, 1e-3, None))
         return A
 
+    # stages of the initialiser that read the (whitened) moments; MatrixFreeHCL
+    # supplies the same quantities from products with the data
     @staticmethod
-    def _reduced_scales(Sw, A, sl, members, bases, k, n_iter=50):
-        """Coefficients ``G_m`` (k x k) with ``Q_m^T R_{mm'} Q_m' ≈ G_m G_m'^T``."""
-        C = {}
-        for i in members:
-            for j in members:
-                if i != j:
-                    R = Sw[sl[i], sl[j]] - A[sl[i]] @ A[sl[j]].T
-                    C[i, j] = bases[i].T @ R @ bases[j]
-        i0, j0 = members[0], members[1]
-        U, s, Vt = np.linalg.svd(C[i0, j0])
-        G = {i0: U * np.sqrt(s), j0: Vt.T * np.sqrt(s)}
-        for i in members[2:]:
-            G[i] = np.linalg.lstsq(G[i0], C[i0, i], rcond=None)[0].T
-        for _ in range(n_iter if len(members) > 2 else 0):
-            change = 0.0
-            for i in members:
-                Gs = np.vstack([G[j] for j in members if j != i])
-                Cs = np.hstack([C[i, j] for j in members if j != i])
-                new = np.linalg.lstsq(Gs, Cs.T, rcond=None)[0].T
-                change = max(change, float(np.linalg.norm(new - G[i])) / max(float(np.linalg.norm(new)), 1e-300))
-                G[i] = new
-            if change <= 1e-8:  # a starting value: more digits would not change the fit
-                break
-        return G
+    def _residual_basis(Sw, A, sl, i, j, q):
+        """Top ``q`` left singular vectors of ``R_ij = S_ij - A_i A_j^T``."""
+        return top_svd(Sw[sl[i], sl[j]] - A[sl[i]] @ A[sl[j]].T, q)[0]
+
+    @staticmethod
+    def _reduced_cross(Sw, A, sl, members, bases):
+        """``Q_i^T R_ij Q_j`` for every ordered pair of members."""
+        return {(i, j): bases[i].T @ (Sw[sl[i], sl[j]] - A[sl[i]] @ A[sl[j]].T) @ bases[j]
+                for i in members for j in members if i != j}
+
+    @staticmethod
+    def _specific_top(Sw, A, sl, a, k, modality_rank, S=None, scale=None):
+        """Top ``k`` eigenpairs of ``S_aa - Psi_a - A_a A_a^T`` (``Psi_a``: factor-analysis noise)."""
+        Saa = Sw[sl[a], sl[a]]
+        if S is None:
+            psi = _fa_noise(Saa, modality_rank)
+        else:  # fitted on the raw block (shared with the rank search), then whitened
+            psi = _fa_noise(S[sl[a], sl[a]], modality_rank) / scale[sl[a]]
+        return top_eigh(Saa - np.diag(psi) - A[sl[a]] @ A[sl[a]].T, k)
 
     # ----------------------------------------------------- penalised path
     def _select(self, S, psi, sl, support0, A0, n, h):

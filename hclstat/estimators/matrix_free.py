@@ -530,21 +530,6 @@ def _noise_whitened_rank_operator(op, m, *, noise_model, alpha, max_rank, rng):
         r = c if r == 0 else r + 1
 
 
-def _reduced_scales(C, members, k, n_iter=50):
-    """Coefficients ``G_m`` (k x k) with ``C[m, m'] ≈ G_m G_m'^T`` (the small ALS of HCL)."""
-    i0, j0 = members[0], members[1]
-    U, s, Vt = np.linalg.svd(C[i0, j0])
-    G = {i0: U * np.sqrt(s), j0: Vt.T * np.sqrt(s)}
-    for i in members[2:]:
-        G[i] = np.linalg.lstsq(G[i0], C[i0, i], rcond=None)[0].T
-    for _ in range(n_iter if len(members) > 2 else 0):
-        for i in members:
-            Gs = np.vstack([G[j] for j in members if j != i])
-            Cs = np.hstack([C[i, j] for j in members if j != i])
-            G[i] = np.linalg.lstsq(Gs, Cs.T, rcond=None)[0].T
-    return G
-
-
 class _State:
     """Loadings with their cached products ``Z_a = X_{a,w} A_a`` and Grams ``A_a^T A_a``."""
 
@@ -901,70 +886,33 @@ class MatrixFreeHCL(HCL):
                 break
         return st.A, (it, converged, path)
 
-    def _initialize(self, opw, sl, support, h):
-        """:meth:`HCL._initialize` with truncated SVDs from products.
+    # stages of :meth:`HCL._initialize` from products: truncated SVDs of the residual
+    # cross-covariances by block Lanczos on R R^T, the reduced cross-covariances from
+    # the projected data, specific blocks by block Lanczos on S_mm - Psi - A_m A_m^T
+    def _residual_basis(self, opw, A, sl, i, j, q):
+        mi, mj = opw.modalities[i], opw.modalities[j]
+        Ai, Aj = A[sl[i]], A[sl[j]]
 
-        For structure ``S`` and member ``m`` the top ``max(r, k)`` left
-        singular vectors of each residual ``R_{mm'} = S_{mm'} - A_m A_{m'}^T``
-        come from block Lanczos on ``R R^T``; the top eigenvectors of the sum
-        of their projectors are the left singular vectors of the stacked
-        bases (a thin SVD). Specific blocks: top eigenpairs of
-        ``S_mm - Psi - A_m A_m^T``, ``Psi`` from the factor fit of
-        :func:`_fa_noise_operator`.
-        """
-        rng = self._krylov_rng
-        mods = h.modalities
-        M = len(mods)
-        cs = h.component_slices()
-        A = np.zeros((sum(s.stop - s.start for s in sl), h.n_components))
-        n1 = opw.denominator
-        for s in h.structures:
-            k = h.rank(s)
-            members = [i for i, m in enumerate(mods) if m in s]
-            if len(members) == 1:
-                continue
-            bases = {}
-            for i in members:
-                stack = []
-                for j in members:
-                    if j == i:
-                        continue
-                    Ai, Aj = A[sl[i]], A[sl[j]]
+        def RRt(B):
+            Y = opw.cross(mj, mi, B) - Aj @ (Ai.T @ B)  # R^T B
+            return opw.cross(mi, mj, Y) - Ai @ (Aj.T @ Y)  # R R^T B
 
-                    def RRt(B, mi=mods[i], mj=mods[j], Ai=Ai, Aj=Aj):
-                        Y = opw.cross(mj, mi, B) - Aj @ (Ai.T @ B)  # R^T B
-                        return opw.cross(mi, mj, Y) - Ai @ (Aj.T @ Y)  # R R^T B
+        return block_lanczos(RRt, sl[i].stop - sl[i].start, q, random_state=self._krylov_rng)[1]
 
-                    # rank of the remaining pair signal: structures not yet fitted containing both
-                    r = sum(h.rank(t) for t in h.structures
-                            if mods[i] in t and mods[j] in t and not np.any(A[sl[i], cs[t]]))
-                    _, U = block_lanczos(RRt, sl[i].stop - sl[i].start, max(r, k), random_state=rng)
-                    stack.append(U)
-                V = np.linalg.svd(np.hstack(stack), full_matrices=False)[0]
-                bases[i] = V[:, :k]
-            C = {}
-            proj = {i: opw.matmat(mods[i], bases[i]) for i in members}
-            for i in members:
-                for j in members:
-                    if i != j:
-                        C[i, j] = proj[i].T @ proj[j] / n1 - (A[sl[i]].T @ bases[i]).T @ (A[sl[j]].T @ bases[j])
-            G = _reduced_scales(C, members, k)
-            for i in members:
-                A[sl[i], cs[s]] = bases[i] @ G[i]
-        for a in range(M):
-            spec = frozenset([mods[a]])
-            k = h.rank(spec)
-            if k == 0:
-                continue
-            psi = _fa_noise_operator(opw, mods[a], h.modality_rank(mods[a]), random_state=rng)
-            Aa = A[sl[a]]
+    def _reduced_cross(self, opw, A, sl, members, bases):
+        proj = {i: opw.matmat(opw.modalities[i], bases[i]) for i in members}
+        return {(i, j): proj[i].T @ proj[j] / opw.denominator - (A[sl[i]].T @ bases[i]).T @ (A[sl[j]].T @ bases[j])
+                for i in members for j in members if i != j}
 
-            def R(B, a=a, Aa=Aa, psi=psi):
-                return opw.cross(mods[a], mods[a], B) - psi[:, None] * B - Aa @ (Aa.T @ B)
+    def _specific_top(self, opw, A, sl, a, k, modality_rank, S=None, scale=None):
+        m = opw.modalities[a]
+        psi = _fa_noise_operator(opw, m, modality_rank, random_state=self._krylov_rng)
+        Aa = A[sl[a]]
 
-            w, V = block_lanczos(R, sl[a].stop - sl[a].start, k, random_state=rng)
-            A[sl[a], cs[spec]] = V * np.sqrt(np.clip(w, 1e-3, None))
-        return A
+        def R(B):
+            return opw.cross(m, m, B) - psi[:, None] * B - Aa @ (Aa.T @ B)
+
+        return block_lanczos(R, sl[a].stop - sl[a].start, k, random_state=self._krylov_rng)
 
     # ----------------------------------------------------- penalised path
     def _select(self, op, psi, sl, support0, A0, n, h):
