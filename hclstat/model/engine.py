@@ -15,10 +15,10 @@ import numbers
 import numpy as np
 from scipy.special import expit
 
-from .hierarchy import Hierarchy, as_structure
-from .utils import check_random_state
+from ..hierarchy import Hierarchy, as_structure
+from ..utils import check_random_state
 
-__all__ = ["HierarchicalModel", "LATENT_LAWS", "draw_latent"]
+__all__ = ["HierarchicalModel", "LATENT_LAWS", "draw_latent", "draw_noise_variances", "published_block"]
 
 LATENT_LAWS = ("gaussian", "laplace", "uniform", "student_t")
 #: degrees of freedom of the Student-t latent law (finite fourth moment)
@@ -41,6 +41,30 @@ def draw_latent(law, size, rng):
     if law == "student_t":
         return rng.standard_t(STUDENT_T_DF, size) * np.sqrt((STUDENT_T_DF - 2.0) / STUDENT_T_DF)
     raise ValueError(f"latent: expected one of {LATENT_LAWS}, got {law!r}")
+
+
+def published_block(rng, p, d):
+    """One block of the published loading law: ``U diag(d) R`` with ``U`` a Haar
+    orthonormal ``(p, k)`` basis and ``R`` a Haar ``k x k`` rotation, ``k = len(d)``."""
+    d = np.asarray(d, dtype=float)
+    return (_random_orthonormal(rng, p, d.size) * d) @ _random_orthonormal(rng, d.size, d.size)
+
+
+def draw_noise_variances(h, noise, noise_model, rng):
+    """Noise variances per modality: ``c I`` (isotropic) or ``c diag(w)`` with
+    ``log w_j ~ U[-log 4, log 4]`` (diagonal); ``noise`` is ``c`` or a dict of them."""
+    if noise_model not in ("isotropic", "diagonal"):
+        raise ValueError(f"noise_model: expected 'isotropic' or 'diagonal', got {noise_model!r}")
+    out = {}
+    for m in h.modalities:
+        c = noise.get(m) if isinstance(noise, dict) else noise
+        if isinstance(c, bool) or not isinstance(c, numbers.Real) or c <= 0:
+            raise ValueError(f"noise: expected a positive variance level for {m!r}, got {c!r}")
+        if noise_model == "isotropic":
+            out[m] = np.full(h.dims[m], float(c))
+        else:
+            out[m] = c * np.exp(rng.uniform(-np.log(4.0), np.log(4.0), h.dims[m]))
+    return out
 
 
 def _random_orthonormal(rng, p, k):
@@ -219,18 +243,9 @@ class HierarchicalModel:
                             f"singular_values: expected (a, b) with 0 < a <= b, got {singular_values!r}"
                         )
                     u = _random_orthonormal(rng, p, k)
-                    d = rng.uniform(a, b, k)
-                    r = _random_orthonormal(rng, k, k)
-                    loadings[s][m] = (u * d) @ r
-        noise_variances = {}
-        for m in h.modalities:
-            c = noise.get(m) if isinstance(noise, dict) else noise
-            if not isinstance(c, numbers.Real) or c <= 0:
-                raise ValueError(f"noise: expected a positive variance level for {m!r}, got {c!r}")
-            if noise_model == "isotropic":
-                noise_variances[m] = np.full(h.dims[m], float(c))
-            else:
-                noise_variances[m] = c * np.exp(rng.uniform(-np.log(4.0), np.log(4.0), h.dims[m]))
+                    d = rng.uniform(a, b, k)  # drawn between the two bases (keeps seeded streams)
+                    loadings[s][m] = (u * d) @ _random_orthonormal(rng, k, k)
+        noise_variances = draw_noise_variances(h, noise, noise_model, rng)
         phi = None
         if latent_correlation:
             rho = float(latent_correlation)
