@@ -20,14 +20,13 @@ covariance of the same ``n`` and ``p``.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from .factor_analysis import fa_noise as _fa_noise
 from .hierarchy import Hierarchy
 from .utils import _LANCZOS_MIN_DIM, check_random_state, eigenvalues_above, singular_values_above, top_eigh, top_singular_values
 
@@ -328,79 +327,6 @@ def _top_singular_value_each(mats):
     stack = np.stack(mats).astype(np.float64, copy=False)
     gram = stack @ stack.transpose(0, 2, 1) if rows <= cols else stack.transpose(0, 2, 1) @ stack
     return np.sqrt(np.clip(np.linalg.eigvalsh(gram)[:, -1], 0.0, None))
-
-
-#: memo of recent factor-analysis noise fits: rank searches and the HCL
-#: initialiser ask for the same (block, rank) fit several times
-_FA_MEMO = OrderedDict()
-_FA_MEMO_SIZE = 64
-
-
-def _fa_noise(S, r):
-    """Diagonal noise of the rank-``r`` Gaussian factor-analysis fit of ``S`` (memoised)."""
-    S = np.ascontiguousarray(S, dtype=np.float64)
-    key = (hashlib.blake2b(S.view(np.uint8), digest_size=16).digest(), S.shape, int(r))
-    hit = _FA_MEMO.get(key)
-    if hit is not None:
-        _FA_MEMO.move_to_end(key)
-        return hit.copy()
-    psi = _fa_noise_fit(S, r)
-    _FA_MEMO[key] = psi.copy()
-    if len(_FA_MEMO) > _FA_MEMO_SIZE:
-        _FA_MEMO.popitem(last=False)
-    return psi
-
-
-def _fa_noise_fit(S, r):
-    """Diagonal noise of the rank-``r`` Gaussian factor-analysis fit of ``S``.
-
-    Minimises the profile discrepancy over ``psi`` with L-BFGS-B, as R's
-    ``factanal`` does: with ``theta_j`` the eigenvalues of
-    ``Psi^{-1/2} S Psi^{-1/2}``, ``F(psi) = sum_{j > r} (theta_j - log theta_j)``,
-    whose gradient is ``diag(L L^T + Psi - S) / psi^2`` for the profiled loadings ``L``.
-    """
-    from scipy.optimize import minimize
-
-    d = np.diag(S).copy()
-    p = d.size
-    if r == 0:
-        return d
-    if r >= p:
-        return 1e-3 * d
-
-    # F needs the tail of the spectrum of M = Psi^{-1/2} S Psi^{-1/2}. Small blocks take
-    # it from a full eigendecomposition; large ones from the top r pairs alone, as
-    # F = tr(M) - log det(M) - sum_{j <= r} (theta_j - log theta_j)
-    #   = sum(d / psi) + sum(log psi) - log det S - sum_{j <= r} (...)
-    # (log det S is a constant and is dropped)
-    partial = p >= _LANCZOS_MIN_DIM and 4 * r < p
-
-    def fun(logpsi):
-        psi = np.exp(logpsi)
-        q = 1.0 / np.sqrt(psi)
-        Mq = S * q[:, None] * q[None, :]
-        if partial:
-            w, V = top_eigh(Mq, r)
-            head = np.clip(w, 1e-300, None)
-            value = np.sum(d / psi) + np.sum(logpsi) - np.sum(head - np.log(head))
-        else:
-            w, V = np.linalg.eigh(Mq)
-            w, V = w[::-1], V[:, ::-1]
-            tail = np.clip(w[r:], 1e-300, None)
-            value = np.sum(tail - np.log(tail))
-            w, V = w[:r], V[:, :r]
-        L = V * np.sqrt(np.clip(w - 1.0, 0.0, None))
-        load = L * np.sqrt(psi)[:, None]
-        g = np.sum(load**2, axis=1) + psi - d
-        return float(value), g / psi  # chain rule for log psi
-
-    w0, V0 = top_eigh(S, r)
-    common = np.sum(V0**2 * np.clip(w0, 0.0, None), axis=1)
-    start = np.log(np.clip(d - common, 0.05 * d, None))
-    bounds = [(np.log(1e-4 * di), np.log(di)) for di in d]
-    res = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
-    return np.exp(res.x)
 
 
 #: upper quantiles of the Tracy-Widom (beta = 1) law
