@@ -63,13 +63,21 @@ def test_count_parameters(d1):
 
 
 # ------------------------------------------------------------------ EM on data
+@pytest.mark.parametrize("acceleration", ["squarem", "none"])
 @pytest.mark.parametrize("noise_model", ["diagonal", "isotropic"])
 @pytest.mark.parametrize("init", ["spectral", "random"])
-def test_loglik_never_decreases(d1, d1_views, noise_model, init):
+def test_loglik_never_decreases(d1, d1_views, noise_model, init, acceleration):
     views, _ = d1_views
-    sfa = StructuredFactorAnalysis(d1, noise_model=noise_model, init=init, random_state=0).fit(views)
+    sfa = StructuredFactorAnalysis(
+        d1, noise_model=noise_model, init=init, acceleration=acceleration, random_state=0
+    ).fit(views)
     path = sfa.loglik_path_
-    assert path.shape == (sfa.n_iter_ + 1,)
+    if acceleration == "none":
+        assert path.shape == (sfa.n_iter_ + 1,) and sfa.n_extrapolated_ == 0
+    else:
+        # at most three EM steps per accepted iteration, and the extrapolation is used
+        assert sfa.n_iter_ / 3 <= path.shape[0] - 1 < sfa.n_iter_
+        assert sfa.n_extrapolated_ > 0
     assert _loglik_is_monotone(path)
     assert path[-1] > path[0]
     assert sfa.converged_
