@@ -92,15 +92,12 @@ class SharedPrivate(StructuredFactorAnalysis):
         verbose=False,
         acceleration="squarem",
     ):
+        super().__init__(
+            None, noise_model=noise_model, max_iter=max_iter, tol=tol, init=init,
+            random_state=random_state, verbose=verbose, acceleration=acceleration,
+        )
         self.n_shared = n_shared
         self.n_private = n_private
-        self.noise_model = noise_model
-        self.max_iter = max_iter
-        self.tol = tol
-        self.init = init
-        self.random_state = random_state
-        self.verbose = verbose
-        self.acceleration = acceleration
 
     # no ``hierarchy`` parameter: the pattern is built from the ranks
     hierarchy = None

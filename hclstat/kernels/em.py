@@ -25,6 +25,14 @@ of modality ``m`` with free set ``F_m``::
 maximisers of the expected complete-data log-likelihood under the constraints,
 so the log-likelihood never decreases.
 
+Driver (:func:`run_em`, Python). Plain EM, or SQUAREM (Varadhan & Roland,
+2008; :func:`squarem_point`): two EM steps, an extrapolation along them, one
+stabilising EM step, kept only if it is at least as likely as the first EM step
+(else the double EM step is kept), so accepted iterates never lower the
+log-likelihood. The stopping rule is the same for both: one EM step from the
+current iterate moves the parameters by at most ``tol`` (relative) and the
+log-likelihood by at most ``tol`` times its size.
+
 The compiled functions receive only contiguous float64/int64 arrays and scalars.
 Per-modality row ranges and free sets are CSR-style: ``feat_ptr`` (M + 1,)
 delimits the rows of each modality; ``free_ptr`` (M + 1,) and ``free_idx`` list
