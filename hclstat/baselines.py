@@ -67,7 +67,7 @@ class SharedPrivate(StructuredFactorAnalysis):
         Rank of the global block.
     n_private : int or dict of str to int, default=1
         Rank of each modality's specific block; a dict must name every modality.
-    noise_model, max_iter, tol, init, random_state, verbose
+    noise_model, max_iter, tol, init, random_state, verbose, acceleration
         As in :class:`~hclstat.estimators.sfa.StructuredFactorAnalysis`
         (a dict ``init`` refers to the binary hierarchy's structures).
 
@@ -75,7 +75,7 @@ class SharedPrivate(StructuredFactorAnalysis):
     ----------
     hierarchy_ : Hierarchy
         The binary hierarchy fitted (no partial structure).
-    loadings_, noise_variances_, n_iter_, converged_, loglik_path_, loglik_, n_parameters_, bic_
+    loadings_, noise_variances_, n_iter_, n_extrapolated_, converged_, loglik_path_, loglik_, n_parameters_, bic_
         As in :class:`~hclstat.estimators.sfa.StructuredFactorAnalysis`.
     """
 
@@ -90,15 +90,14 @@ class SharedPrivate(StructuredFactorAnalysis):
         init="spectral",
         random_state=None,
         verbose=False,
+        acceleration="squarem",
     ):
+        super().__init__(
+            None, noise_model=noise_model, max_iter=max_iter, tol=tol, init=init,
+            random_state=random_state, verbose=verbose, acceleration=acceleration,
+        )
         self.n_shared = n_shared
         self.n_private = n_private
-        self.noise_model = noise_model
-        self.max_iter = max_iter
-        self.tol = tol
-        self.init = init
-        self.random_state = random_state
-        self.verbose = verbose
 
     # no ``hierarchy`` parameter: the pattern is built from the ranks
     hierarchy = None

@@ -98,6 +98,16 @@ def test_shared_private_rank_dict(d1_views):
     assert sp.get_params()["n_private"] == {"a": 1, "b": 0, "c": 1}
 
 
+def test_shared_private_passes_acceleration_on(d1_views, sp_fit):
+    assert sp_fit.get_params()["acceleration"] == "squarem" and sp_fit.n_extrapolated_ > 0
+    plain = SharedPrivate(1, PRIVATE, acceleration="none", max_iter=20_000, random_state=0).fit(d1_views)
+    assert plain.n_extrapolated_ == 0 and plain.converged_
+    assert plain.n_iter_ > sp_fit.n_iter_
+    assert_allclose(plain.loglik_, sp_fit.loglik_, rtol=1e-9)
+    with pytest.raises(ValueError, match=r"acceleration: expected one of \('squarem', 'none'\), got None"):
+        SharedPrivate(acceleration=None).fit(d1_views)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

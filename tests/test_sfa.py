@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -16,8 +17,11 @@ from hclstat.estimators.sfa import (
     count_parameters,
     pattern_arrays,
 )
+from hclstat.kernels import em as em_kernels
 from hclstat.kernels.em import gaussian_loglik
 from hclstat.metrics import loading_errors
+from hclstat.model.designs import d1_hierarchy
+from hclstat.model.designs import d1_model as make_d1_model
 from hclstat.moments import compute_moments, moments_from_covariance
 
 D1_DIMS = {"a": 50, "b": 60, "c": 70}
@@ -63,13 +67,21 @@ def test_count_parameters(d1):
 
 
 # ------------------------------------------------------------------ EM on data
+@pytest.mark.parametrize("acceleration", ["squarem", "none"])
 @pytest.mark.parametrize("noise_model", ["diagonal", "isotropic"])
 @pytest.mark.parametrize("init", ["spectral", "random"])
-def test_loglik_never_decreases(d1, d1_views, noise_model, init):
+def test_loglik_never_decreases(d1, d1_views, noise_model, init, acceleration):
     views, _ = d1_views
-    sfa = StructuredFactorAnalysis(d1, noise_model=noise_model, init=init, random_state=0).fit(views)
+    sfa = StructuredFactorAnalysis(
+        d1, noise_model=noise_model, init=init, acceleration=acceleration, random_state=0
+    ).fit(views)
     path = sfa.loglik_path_
-    assert path.shape == (sfa.n_iter_ + 1,)
+    if acceleration == "none":
+        assert path.shape == (sfa.n_iter_ + 1,) and sfa.n_extrapolated_ == 0
+    else:
+        # at most three EM steps per accepted iteration, and the extrapolation is used
+        assert sfa.n_iter_ / 3 <= path.shape[0] - 1 < sfa.n_iter_
+        assert sfa.n_extrapolated_ > 0
     assert _loglik_is_monotone(path)
     assert path[-1] > path[0]
     assert sfa.converged_
@@ -117,6 +129,77 @@ def test_deterministic_given_random_state(d1, d1_views):
     other = StructuredFactorAnalysis(d1, random_state=6).fit(views)
     # another perturbation of the start reaches the same optimum
     assert_allclose(other.loglik_, fits[0].loglik_, rtol=1e-9)
+
+
+# ------------------------------------------- convergence on strong signals
+#: D1 at loading scale s = 1 (n = 500, sample seed 10_000 + seed): seeds on which
+#: plain EM stops at its default budget of 1000 steps (the oracle of issue 12)
+STRONG_SEEDS = (0, 5)
+
+
+def _strong_d1_moments(seed):
+    model = make_d1_model(loading_scale=1.0, noise=1.0, random_state=seed)
+    views, _ = model.sample(500, random_state=10_000 + seed)
+    return compute_moments(views)
+
+
+@pytest.mark.parametrize("seed", STRONG_SEEDS)
+def test_converges_on_strong_signal_at_default_budget(seed):
+    """Fails on plain EM: it warns and stops at max_iter=1000 on these seeds."""
+    moments = _strong_d1_moments(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        sfa = StructuredFactorAnalysis(d1_hierarchy(), random_state=seed).fit_moments(moments)
+    assert sfa.converged_
+    assert sfa.n_iter_ < 300  # measured 151 (seed 0) and 82 (seed 5)
+    assert _loglik_is_monotone(sfa.loglik_path_)
+
+
+@pytest.mark.parametrize("seed", STRONG_SEEDS)
+def test_plain_em_runs_out_on_strong_signal(seed):
+    """The case the acceleration exists for: plain EM does not converge in 1000 steps."""
+    moments = _strong_d1_moments(seed)
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in max_iter=1000"):
+        plain = StructuredFactorAnalysis(d1_hierarchy(), acceleration="none", random_state=seed).fit_moments(moments)
+    assert not plain.converged_ and plain.n_iter_ == 1000
+    accelerated = StructuredFactorAnalysis(d1_hierarchy(), random_state=seed).fit_moments(moments)
+    # the accelerated optimum is at least as likely as plain EM at its budget
+    assert accelerated.loglik_ >= plain.loglik_
+
+
+@pytest.mark.parametrize("seed, noise_model", [(0, "diagonal"), (5, "diagonal"), (0, "isotropic")])
+def test_accelerated_optimum_matches_long_plain_em(seed, noise_model):
+    """Same maximum as plain EM run to tol=1e-13 (about 3000 of its 50,000 allowed steps)."""
+    moments = _strong_d1_moments(seed)
+    h = d1_hierarchy()
+    fast = StructuredFactorAnalysis(h, noise_model=noise_model, random_state=seed).fit_moments(moments)
+    ref = StructuredFactorAnalysis(
+        h, noise_model=noise_model, acceleration="none", max_iter=50_000, tol=1e-13, random_state=seed
+    ).fit_moments(moments)
+    assert fast.converged_ and ref.converged_
+    assert_allclose(fast.loglik_, ref.loglik_, rtol=1e-11)
+    # implied covariances agree entrywise to 2e-5 of the largest entry (measured <= 6e-6;
+    # plain EM at its 1000-step budget is off by 1.3e-4 on seed 0)
+    C_fast, C_ref = fast.implied_covariance(), ref.implied_covariance()
+    assert np.max(np.abs(C_fast - C_ref)) <= 2e-5 * np.max(np.abs(C_ref))
+
+
+def test_rejected_extrapolations_fall_back_to_plain_em(d1, d1_views, monkeypatch):
+    """The safeguard: extrapolations that lower the likelihood are never accepted."""
+    views, _ = d1_views
+    good = StructuredFactorAnalysis(d1, random_state=0).fit(views)
+    real = em_kernels.squarem_point
+
+    def overshoot(*args):
+        A, psi, alpha = real(*args)
+        return 50.0 * A, psi, alpha  # far off the likelihood's ridge
+
+    monkeypatch.setattr(em_kernels, "squarem_point", overshoot)
+    sfa = StructuredFactorAnalysis(d1, random_state=0).fit(views)
+    assert sfa.n_extrapolated_ == 0
+    assert _loglik_is_monotone(sfa.loglik_path_)
+    assert sfa.converged_
+    assert_allclose(sfa.loglik_, good.loglik_, rtol=1e-9)
 
 
 # ------------------------------------------------------- the oracle's accuracy
@@ -260,6 +343,7 @@ def test_hierarchy_of_other_data(d1_views):
         ({"tol": -1.0}, r"tol: expected a non-negative number, got -1.0"),
         ({"init": "pca"}, r"init: expected one of \('spectral', 'random'\) or a dict of loadings, got 'pca'"),
         ({"verbose": -1}, r"verbose: expected a bool or a non-negative integer, got -1"),
+        ({"acceleration": "aitken"}, r"acceleration: expected one of \('squarem', 'none'\), got 'aitken'"),
     ],
 )
 def test_bad_parameters(d1, d1_views, kwargs, match):

@@ -19,7 +19,7 @@ from scipy.linalg import eigh
 
 from ..exceptions import ConvergenceWarning
 from ..hierarchy import Hierarchy, as_structure
-from ..kernels.em import em_estep, em_mstep
+from ..kernels.em import run_em
 from ..utils import check_random_state
 from .base import BaseHierarchicalEstimator
 
@@ -30,6 +30,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 NOISE_MODELS = ("diagonal", "isotropic")
 INITS = ("spectral", "random")
+ACCELERATIONS = ("squarem", "none")
 #: noise variances are floored at this fraction of the feature's sample variance
 NOISE_FLOOR = 1e-6
 #: relative size of the random perturbation added to the spectral start
@@ -225,9 +226,10 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
                         + \operatorname{tr}(\Sigma^{-1}\hat S)\right],
         \qquad \Sigma = A A^\top + \Psi,
 
-    by EM with a row-wise closed-form M-step (see :mod:`hclstat.kernels.em`).
-    Only second moments are used, so an iteration costs ``O(p^2 K)``
-    independently of ``n``.
+    by EM with a row-wise closed-form M-step (see :mod:`hclstat.kernels.em`),
+    accelerated by default by SQUAREM (Varadhan & Roland, 2008) with a
+    monotonicity safeguard. Only second moments are used, so an EM step costs
+    ``O(p^2 K)`` independently of ``n``.
 
     Parameters
     ----------
@@ -239,13 +241,15 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
         ``Psi_m = diag(psi_m)`` (heteroskedastic) or ``sigma_m^2 I`` (one
         variance per modality).
     max_iter : int, default=1000
-        Maximum number of EM iterations.
+        Maximum number of EM steps (M-steps, the unit of cost: an accelerated
+        iteration spends three).
     tol : float, default=1e-7
-        Stop when one iteration changes no loading by more than ``tol`` times
-        the largest loading and no noise variance by more than ``tol`` times
-        itself. (A parameter criterion: near the optimum the log-likelihood
-        changes quadratically and stalls at round-off long before the
-        loadings do.)
+        Stop when one EM step from the current iterate changes no loading by
+        more than ``tol`` times the largest loading, no noise variance by more
+        than ``tol`` times itself, and the log-likelihood by at most ``tol``
+        times its absolute value. (The parameter part is the binding one: near
+        the optimum the log-likelihood changes quadratically and stalls at
+        round-off long before the loadings do.)
     init : {"spectral", "random"} or dict, default="spectral"
         ``"spectral"``: greedy eigen-decomposition of the cross-covariances
         structure by structure plus a small perturbation from ``random_state``;
@@ -256,6 +260,13 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
     verbose : bool or int, default=False
         Log the log-likelihood every ``verbose`` iterations (``True`` = every
         50) to the ``hclstat.estimators.sfa`` logger at INFO level.
+    acceleration : {"squarem", "none"}, default="squarem"
+        ``"squarem"``: each iteration takes two EM steps, extrapolates along
+        them (scheme S3 of Varadhan & Roland, 2008) and applies one more EM
+        step; the result replaces the iterate only if its log-likelihood is at
+        least that of the first EM step, otherwise the plain double EM step is
+        kept. ``"none"``: plain EM, one step per iteration. Both reach the same
+        maximum; on strong signals plain EM needs ten times as many steps.
 
     Attributes
     ----------
@@ -264,11 +275,14 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
     loadings_ : dict of frozenset to dict of str to ndarray of shape (p_m, k_S)
     noise_variances_ : dict of str to ndarray of shape (p_m,)
     n_iter_ : int
-        EM iterations (M-steps) run.
+        EM steps (M-steps) run, at most ``max_iter``.
+    n_extrapolated_ : int
+        Accepted SQUAREM extrapolations (0 with ``acceleration="none"``).
     converged_ : bool
-    loglik_path_ : ndarray of shape (n_iter_ + 1,)
-        Log-likelihood at the start and after each iteration; non-decreasing up
-        to round-off.
+    loglik_path_ : ndarray of shape (n_accepted + 1,)
+        Log-likelihood at the start and after each accepted iteration
+        (``n_accepted = n_iter_`` for plain EM, about a third of it with
+        SQUAREM); non-decreasing up to round-off.
     loglik_ : float
         Log-likelihood of the fitted parameters (``n = n_samples_``).
     n_parameters_ : int
@@ -305,6 +319,7 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
         init="spectral",
         random_state=None,
         verbose=False,
+        acceleration="squarem",
     ):
         self.hierarchy = hierarchy
         self.noise_model = noise_model
@@ -313,6 +328,7 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
         self.init = init
         self.random_state = random_state
         self.verbose = verbose
+        self.acceleration = acceleration
 
     # ------------------------------------------------------------ validation
     def _check_params(self):
@@ -333,6 +349,8 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
             raise TypeError(
                 f"init: expected one of {INITS} or a dict of loadings, got {type(self.init).__name__}"
             )
+        if not isinstance(self.acceleration, str) or self.acceleration not in ACCELERATIONS:
+            raise ValueError(f"acceleration: expected one of {ACCELERATIONS}, got {self.acceleration!r}")
         v = self.verbose
         if isinstance(v, bool):
             self._log_every = 50 if v else 0
@@ -406,44 +424,42 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
         A = np.ascontiguousarray(A)
 
         feat_ptr, free_ptr, free_idx = pattern_arrays(h)
-        isotropic = self.noise_model == "isotropic"
-        Sxz, Ezz, ll = em_estep(S, A, psi)
-        path = [ll]
-        converged = False
-        n_iter = 0
-        A_old, psi_old = np.empty_like(A), np.empty_like(psi)
-        change = np.inf
-        for n_iter in range(1, self.max_iter + 1):
-            A_old[:], psi_old[:] = A, psi
-            em_mstep(Sxz, Ezz, s_diag, floor, feat_ptr, free_ptr, free_idx, isotropic, A, psi)
-            Sxz, Ezz, ll = em_estep(S, A, psi)
-            path.append(ll)
-            change = _relative_change(A, A_old, psi, psi_old)
-            if self._log_every and n_iter % self._log_every == 0:
-                logger.info(
-                    "SFA iteration %d: log-likelihood per sample %.12g, relative change %.3g",
-                    n_iter, ll, change,
-                )
-            if change <= self.tol:
-                converged = True
-                break
-        if not converged:
+        callback = None
+        if self._log_every:
+            every, logged = self._log_every, [0]
+
+            def callback(n_iter, ll, change):
+                if n_iter // every > logged[0]:
+                    logged[0] = n_iter // every
+                    logger.info(
+                        "SFA iteration %d: log-likelihood per sample %.12g, relative change %.3g",
+                        n_iter, ll, change,
+                    )
+
+        res = run_em(
+            S, A, psi, floor, feat_ptr, free_ptr, free_idx, self.noise_model == "isotropic",
+            max_iter=self.max_iter, tol=self.tol, accelerate=self.acceleration == "squarem",
+            callback=callback,
+        )
+        if not res.converged:
             warnings.warn(
                 f"StructuredFactorAnalysis: EM did not converge in max_iter={self.max_iter} "
-                f"iterations (last relative parameter change {change:.3g}, tol={self.tol}); "
+                f"iterations (last relative parameter change {res.change:.3g}, tol={self.tol}); "
                 "raise max_iter or tol",
                 ConvergenceWarning,
                 stacklevel=_stacklevel_outside_package(),
             )
+        A, psi = res.A, res.psi
         rows, cols = h.feature_slices(), h.component_slices()
         self.hierarchy_ = h
         self.loadings_ = {
             s: {m: A[rows[m], cols[s]].copy() for m in h.modalities if m in s} for s in h.structures
         }
         self.noise_variances_ = {m: psi[rows[m]].copy() for m in h.modalities}
-        self.n_iter_ = int(n_iter)
-        self.converged_ = bool(converged)
-        self.loglik_path_ = n * np.asarray(path)
+        self.n_iter_ = int(res.n_iter)
+        self.n_extrapolated_ = int(res.n_extrapolated)
+        self.converged_ = bool(res.converged)
+        self.loglik_path_ = n * np.asarray(res.loglik_path)
         self.loglik_ = float(self.loglik_path_[-1])
         self.n_parameters_ = count_parameters(h, self.noise_model)
         self.bic_ = float(-2.0 * self.loglik_ + self.n_parameters_ * np.log(n))
@@ -456,14 +472,6 @@ def _stacklevel_outside_package():
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _relative_change(A, A_old, psi, psi_old):
-    """Largest loading change relative to the largest loading, or noise change relative to itself."""
-    scale = np.max(np.abs(A)) if A.size else 0.0
-    dA = np.max(np.abs(A - A_old)) / scale if scale > 0 else 0.0
-    dpsi = np.max(np.abs(psi - psi_old) / psi)
-    return float(max(dA, dpsi))
 
 
 def _locate(h, j):
