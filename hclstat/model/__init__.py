@@ -1,5 +1,7 @@
 """The model layer: the simulation engine and the reference designs."""
 
+from . import designs, engine
+
 from .designs import (
     D1_DIMS,
     PUBLISHED_DIMS,
@@ -11,18 +13,4 @@ from .designs import (
 )
 from .engine import LATENT_LAWS, STUDENT_T_DF, HierarchicalModel, draw_latent, draw_noise_variances, published_block
 
-__all__ = [
-    "HierarchicalModel",
-    "LATENT_LAWS",
-    "STUDENT_T_DF",
-    "draw_latent",
-    "draw_noise_variances",
-    "published_block",
-    "D1_DIMS",
-    "PUBLISHED_DIMS",
-    "d1_hierarchy",
-    "d1_model",
-    "published_hierarchy",
-    "model_from_singular_values",
-    "modality_names",
-]
+__all__ = engine.__all__ + designs.__all__
