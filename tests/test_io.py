@@ -322,6 +322,22 @@ def test_atomic_directory_success_and_failure(tmp_path):
     assert _leftovers(tmp_path, "res") == []
 
 
+def test_atomic_directory_leaves_the_umask_alone(tmp_path, monkeypatch):
+    umask = os.umask(0o027)
+    try:
+        def no_umask(mask):  # os.umask is process-wide: setting it to read it races with other threads
+            raise AssertionError(f"atomic_directory set the process umask to {mask:o}")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        with atomic_directory(tmp_path / "res") as tmp:
+            (tmp / "a.txt").write_text("1")
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    out = tmp_path / "res"
+    assert out.stat().st_mode & 0o777 == 0o750 and sorted(p.name for p in out.iterdir()) == ["a.txt"]
+
+
 def test_check_output_target(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="exists and is not a directory"):

@@ -249,9 +249,13 @@ def atomic_directory(out, *, overwrite=False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+        # mkdtemp makes it private; give it the mode a new directory gets here, read off a probe
+        # (setting the process-wide umask to read it would race with other threads creating files)
+        probe = tmp / ".hclstat-mode-probe"
+        probe.mkdir(mode=0o777)
+        mode = probe.stat().st_mode & 0o777
+        probe.rmdir()
+        os.chmod(tmp, mode)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
             old.rmdir()
