@@ -110,6 +110,41 @@ class Preprocessing:
         return ", ".join(steps) if steps else "raw (no centring or scaling)"
 
 
+def check_non_numeric(name, spec, columns):
+    """Raise unless ``spec`` one-hot encodes the non-numeric ``columns`` of modality ``name`` (or there are none)."""
+    if columns and not spec.onehot:
+        raise ValueError(
+            f"modality {name!r}: non-numeric columns {_names(columns)}; request one-hot "
+            f"encoding for this modality (CLI: --prep {name}=onehot) or drop them"
+        )
+
+
+def check_columns(name, spec, columns, *, all_nan, constant, stacklevel):
+    """The constant columns to drop, after the checks of step 3 (see the module docstring).
+
+    Columns with no observed value are an error; constant ones are dropped
+    with a :class:`DataWarning` (raised ``stacklevel`` frames above this
+    function's caller), or an error when ``spec.drop_constant`` is off; so is
+    dropping every column. Shared by the in-memory and the chunked fit.
+    """
+    if all_nan:
+        raise ValueError(
+            f"modality {name!r}: columns {_names(all_nan)} have no observed value (all NaN "
+            "in the rows used); drop them"
+        )
+    if constant:
+        if not spec.drop_constant:
+            raise ValueError(f"modality {name!r}: constant columns {_names(constant)}; drop them")
+        warnings.warn(
+            f"modality {name!r}: dropped {len(constant)} constant column(s) {_names(constant)}",
+            DataWarning,
+            stacklevel=stacklevel + 1,
+        )
+    if len(constant) == len(columns):
+        raise ValueError(f"modality {name!r}: no column is left after dropping constant columns")
+    return list(constant)
+
+
 class ModalityPreprocessor:
     """Learn and apply the :class:`Preprocessing` of one modality.
 
@@ -157,36 +192,23 @@ class ModalityPreprocessor:
         table = self._check_frame(table)
         self.columns_in_ = [str(c) for c in table.columns]
         nonnum = [c for c in table.columns if not _is_numeric(table[c])]
-        if nonnum and not self.spec.onehot:
-            raise ValueError(
-                f"modality {self.name!r}: non-numeric columns {_names(nonnum)}; request one-hot "
-                f"encoding for this modality (CLI: --prep {self.name}=onehot) or drop them"
-            )
+        check_non_numeric(self.name, self.spec, nonnum)
         self.categories_ = {}
         for c in nonnum:
             levels = table[c].dropna().astype(str).unique().tolist()
             self.categories_[str(c)] = sorted(levels)
         out = self._encode(table)
-        all_nan = [c for c in out.columns if out[c].notna().sum() == 0]
-        if all_nan:
-            raise ValueError(
-                f"modality {self.name!r}: columns {_names(all_nan)} have no observed value (all NaN "
-                "in the rows used); drop them"
-            )
         nunique = out.nunique(dropna=True)
-        constant = [str(c) for c in out.columns if nunique[c] <= 1]
-        if constant:
-            if not self.spec.drop_constant:
-                raise ValueError(f"modality {self.name!r}: constant columns {_names(constant)}; drop them")
-            warnings.warn(
-                f"modality {self.name!r}: dropped {len(constant)} constant column(s) {_names(constant)}",
-                DataWarning,
-                stacklevel=2,
-            )
-            out = out.drop(columns=constant)
+        constant = check_columns(
+            self.name,
+            self.spec,
+            [str(c) for c in out.columns],
+            all_nan=[c for c in out.columns if out[c].notna().sum() == 0],
+            constant=[str(c) for c in out.columns if nunique[c] <= 1],
+            stacklevel=2,
+        )
+        out = out.drop(columns=constant)
         self.dropped_constant_ = constant
-        if out.shape[1] == 0:
-            raise ValueError(f"modality {self.name!r}: no column is left after dropping constant columns")
         self.means_ = out.mean(skipna=True) if self.spec.center else pd.Series(0.0, index=out.columns)
         self.scales_ = out.std(skipna=True, ddof=1) if self.spec.scale else pd.Series(1.0, index=out.columns)
         self.feature_names_out_ = [str(c) for c in out.columns]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
+import pkgutil
 import warnings
+from importlib.util import resolve_name
 
 import numpy as np
 import pytest
@@ -12,8 +17,16 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-from hclstat.downstream import POST_SELECTION_CAVEAT, HCLClassifier, HCLRegressor, excess_risk
+from hclstat.downstream import (
+    OUTCOME_MODEL_METHODS,
+    POST_SELECTION_CAVEAT,
+    BaseHCLPredictor,
+    HCLClassifier,
+    HCLRegressor,
+    excess_risk,
+)
 from hclstat.estimators.base import ModelRepresentation
+from hclstat.estimators.sfa import StructuredFactorAnalysis
 from hclstat.exceptions import ConvergenceWarning, EstimationWarning
 from hclstat.hierarchy import Hierarchy
 from hclstat.kernels.group_lasso import gram_group_lasso, make_groups
@@ -361,10 +374,6 @@ def test_excess_risk_identities(design):
 
 # ------------------------------------------------------ other representations
 def test_with_structured_factor_analysis(design, test_sample):
-    try:
-        from hclstat.estimators.sfa import StructuredFactorAnalysis
-    except ImportError:  # pragma: no cover - estimator not merged yet
-        pytest.skip("hclstat.estimators.sfa is not available")
     model, oracle = design
     unlabeled, _ = model.sample(5000, random_state=5)
     views, y, _ = _labelled(model, 1000, 41)
@@ -376,7 +385,6 @@ def test_with_structured_factor_analysis(design, test_sample):
 
 
 def test_default_representation_is_hcl(design):
-    pytest.importorskip("hclstat.estimators.hcl")
     model, _ = design
     unlabeled, _ = model.sample(3000, random_state=6)
     views, y, _ = _labelled(model, 800, 51)
@@ -387,3 +395,39 @@ def test_default_representation_is_hcl(design):
     names = {reg.hierarchy_.name(s) for s in reg.selected_structures_}
     assert {"{a,b,c}", "{a,b}"} <= names
     assert reg.score(*_labelled(model, 1000, 52)[:2]) > 0.3
+
+
+# ------------------------------------------------------------ package layout
+def test_package_modules_and_their_deferred_imports_resolve():
+    # a module moved into the package changes what a relative import inside a function means;
+    # such imports only run when the function does, so resolve every one of them here
+    import hclstat.downstream as pkg
+
+    modules = [importlib.import_module(f"{pkg.__name__}.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)]
+    assert {m.__name__.rsplit(".", 1)[1] for m in modules} >= {"base", "regression", "classification", "risk"}
+    for mod in modules:
+        for node in ast.walk(ast.parse(inspect.getsource(mod))):
+            if isinstance(node, ast.ImportFrom):
+                target = importlib.import_module(resolve_name("." * node.level + (node.module or ""), mod.__package__))
+                assert all(hasattr(target, a.name) for a in node.names), (mod.__name__, ast.unparse(node))
+    for name in [*pkg.__all__, "_true_posterior"]:  # _true_posterior: benchmarks/bench_downstream.py
+        assert getattr(pkg, name) is not None
+
+
+def test_outcome_model_interface_is_checked(design):
+    _, oracle = design
+
+    class Incomplete(BaseHCLPredictor):
+        def __init__(self, representation=None, *, groups="structure", scores="posterior", criterion="bic", cv=5,
+                     cv_rule="1se", cv_refit=True, n_lambdas=5, lambda_min_ratio=1e-2, lambdas=None,
+                     refit_representation=False, tol=1e-7, max_iter=100, random_state=None):
+            self._store_params(locals())
+
+        def _loss(self, y, eta):
+            return 0.0
+
+    est = Incomplete(oracle)
+    assert est.get_params()["n_lambdas"] == 5
+    missing = [m for m in OUTCOME_MODEL_METHODS if m != "_loss"]
+    with pytest.raises(TypeError, match="Incomplete: an outcome model must define " + ", ".join(missing)):
+        est.fit(oracle.model.sample(20, random_state=0)[0], np.zeros(20))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import json
 import os
+import pkgutil
+from importlib.util import resolve_name
 
 import numpy as np
 import pandas as pd
@@ -317,6 +322,22 @@ def test_atomic_directory_success_and_failure(tmp_path):
     assert _leftovers(tmp_path, "res") == []
 
 
+def test_atomic_directory_leaves_the_umask_alone(tmp_path, monkeypatch):
+    umask = os.umask(0o027)
+    try:
+        def no_umask(mask):  # os.umask is process-wide: setting it to read it races with other threads
+            raise AssertionError(f"atomic_directory set the process umask to {mask:o}")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        with atomic_directory(tmp_path / "res") as tmp:
+            (tmp / "a.txt").write_text("1")
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    out = tmp_path / "res"
+    assert out.stat().st_mode & 0o777 == 0o750 and sorted(p.name for p in out.iterdir()) == ["a.txt"]
+
+
 def test_check_output_target(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="exists and is not a directory"):
@@ -330,3 +351,24 @@ def test_check_output_target(tmp_path):
     (tmp_path / "empty").mkdir()
     check_output_target(tmp_path / "empty")
     check_output_target(tmp_path / "absent")
+
+
+# ------------------------------------------------------------------ layout
+def test_io_package_keeps_every_import_path():
+    import hclstat.io as pkg
+
+    parts = {m.name: importlib.import_module(f"hclstat.io.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)}
+    assert set(parts) == {"read", "join", "chunked", "write"}
+    # what hclstat/cli.py, examples/ and tests/ import from hclstat.io
+    used = ["load_views", "load_views_chunked", "read_hierarchy", "RUN_FILE", "ChunkedViewData", "MIN_ROWS",
+            "write_representation", "write_scores_chunked", "atomic_directory", "check_output_target", "read_table"]
+    for name in {*used, *pkg.__all__}:
+        home = [mod for mod in parts.values() if name in mod.__all__]
+        assert len(home) == 1 and getattr(pkg, name) is getattr(home[0], name), name
+    for mod in parts.values():  # imports inside functions run late: resolve them now
+        for node in ast.walk(ast.parse(inspect.getsource(mod))):
+            if isinstance(node, ast.Import):
+                assert all(importlib.import_module(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                target = importlib.import_module(resolve_name("." * node.level + (node.module or ""), "hclstat.io"))
+                assert all(hasattr(target, a.name) for a in node.names), (mod.__name__, ast.unparse(node))

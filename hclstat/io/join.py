@@ -1,0 +1,286 @@
+"""Joining modality tables on an ID (or by row order) and preprocessing them in memory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..preprocess import ModalityPreprocessor, Preprocessing
+from .read import _show_ids, read_table
+
+__all__ = ["MIN_ROWS", "JoinReport", "MultiViewData", "join_tables", "load_views", "missingness_table"]
+
+#: fewest joined rows accepted by :func:`load_views` (second moments of fewer rows are noise)
+MIN_ROWS = 10
+
+
+def _check_sources(sources, preprocessing):
+    """The per-modality preprocessing as a dict, after checking it names only modalities of ``sources``."""
+    if not isinstance(sources, Mapping) or not sources:
+        raise ValueError("sources: expected a non-empty mapping modality name -> file")
+    preprocessing = dict(preprocessing or {})
+    unknown = sorted(set(preprocessing) - set(sources))
+    if unknown:
+        raise ValueError(f"preprocessing given for unknown modalities {unknown}; modalities are {list(sources)}")
+    return preprocessing
+
+
+def _check_equal_rows(rows):
+    """Joining by row order: every modality must have as many rows (``rows``: modality -> count)."""
+    if len(set(rows.values())) > 1:
+        raise ValueError(
+            f"row counts differ across modalities {rows}; joining by row order needs equal counts "
+            "(give the ID column, CLI: --id COLUMN)"
+        )
+    return next(iter(rows.values()))
+
+
+@dataclass
+class JoinReport:
+    """How the modality tables were joined.
+
+    Attributes
+    ----------
+    id_column : str or None
+        ``None`` when rows were joined by position.
+    join : {"inner", "outer"}
+    n_rows : int
+        Rows of the joined data.
+    rows_per_modality : dict of str to int
+        Rows of each table before the join.
+    dropped_ids : dict of str to list of str
+        Inner join: each modality's IDs that are not in every other table.
+    missing_ids : dict of str to list of str
+        Outer join: IDs of the joined data that a modality does not have
+        (its rows there are all-NaN).
+    """
+
+    id_column: str | None
+    join: str
+    n_rows: int
+    rows_per_modality: dict
+    dropped_ids: dict = field(default_factory=dict)
+    missing_ids: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return {
+            "id_column": self.id_column,
+            "join": self.join,
+            "n_rows": self.n_rows,
+            "rows_per_modality": dict(self.rows_per_modality),
+            "dropped_ids": {m: list(v) for m, v in self.dropped_ids.items()},
+            "missing_ids": {m: list(v) for m, v in self.missing_ids.items()},
+        }
+
+    def lines(self):
+        """Human-readable lines (one per modality that lost or lacks rows)."""
+        how = f"on ID column {self.id_column!r} ({self.join} join)" if self.id_column else "by row order"
+        out = [f"joined {len(self.rows_per_modality)} modalities {how}: {self.n_rows} rows"]
+        for m, ids in self.dropped_ids.items():
+            if ids:
+                out.append(f"modality {m!r}: dropped {len(ids)} ID(s) not present in every table: {_show_ids(ids)}")
+        for m, ids in self.missing_ids.items():
+            if ids:
+                out.append(f"modality {m!r}: missing for {len(ids)} ID(s) (rows left all-NaN): {_show_ids(ids)}")
+        return out
+
+
+def join_tables(tables, *, id_column=None, join="inner"):
+    """Align modality tables on their index (IDs) or by row order.
+
+    Parameters
+    ----------
+    tables : dict of str to pandas.DataFrame
+        As returned by :func:`read_table` (indexed by ID when ``id_column``).
+    id_column : str, optional
+        ``None`` joins by row order: every table must have the same number of rows.
+    join : {"inner", "outer"}
+        Keep the IDs present in every table, or in any table.
+
+    Returns
+    -------
+    aligned : dict of str to pandas.DataFrame, all with the same index
+    report : JoinReport
+    """
+    if join not in ("inner", "outer"):
+        raise ValueError(f"join: expected 'inner' or 'outer', got {join!r}")
+    if not tables:
+        raise ValueError("tables: expected at least one modality")
+    rows = {m: int(t.shape[0]) for m, t in tables.items()}
+    if id_column is None:
+        n = _check_equal_rows(rows)
+        index = pd.RangeIndex(n, name="row")
+        aligned = {m: t.set_axis(index, axis=0) for m, t in tables.items()}
+        return aligned, JoinReport(None, join, n, rows)
+    indexes = {m: t.index for m, t in tables.items()}
+    first = next(iter(indexes.values()))
+    if join == "inner":
+        common = set(first)
+        for idx in indexes.values():
+            common &= set(idx)
+        if not common:
+            examples = "; ".join(f"{m}: {_show_ids(idx, 3)}" for m, idx in indexes.items())
+            raise ValueError(
+                f"no ID in column {id_column!r} is common to all modalities ({examples}); "
+                "check the ID column and its format"
+            )
+        keep = pd.Index([i for i in first if i in common], name=id_column)
+        dropped = {m: [i for i in idx if i not in common] for m, idx in indexes.items()}
+        missing = {}
+    else:
+        seen, order = set(), []
+        for idx in indexes.values():
+            for i in idx:
+                if i not in seen:
+                    seen.add(i)
+                    order.append(i)
+        keep = pd.Index(order, name=id_column)
+        dropped = {}
+        sets = {m: set(idx) for m, idx in indexes.items()}
+        missing = {m: [i for i in keep if i not in sets[m]] for m in indexes}
+    aligned = {m: t.reindex(keep) for m, t in tables.items()}
+    return aligned, JoinReport(id_column, join, len(keep), rows, dropped, missing)
+
+
+def missingness_table(views):
+    """Missing entries per modality.
+
+    Returns
+    -------
+    pandas.DataFrame indexed by modality with columns ``rows``, ``features``,
+    ``missing_fraction`` (of entries), ``rows_all_missing`` (block-missing rows),
+    ``rows_any_missing``, ``features_any_missing`` and ``min_observed`` (the
+    fewest observed values of any feature).
+    """
+    out = []
+    for m, t in views.items():
+        x = np.asarray(t, dtype=np.float64)
+        nan = np.isnan(x)
+        out.append(
+            {
+                "modality": m,
+                "rows": x.shape[0],
+                "features": x.shape[1],
+                "missing_fraction": float(nan.mean()) if nan.size else 0.0,
+                "rows_all_missing": int(nan.all(axis=1).sum()),
+                "rows_any_missing": int(nan.any(axis=1).sum()),
+                "features_any_missing": int(nan.any(axis=0).sum()),
+                "min_observed": int((~nan).sum(axis=0).min()) if x.shape[1] else 0,
+            }
+        )
+    return pd.DataFrame(out).set_index("modality")
+
+
+@dataclass
+class MultiViewData:
+    """Joined, preprocessed modalities ready for an estimator.
+
+    Attributes
+    ----------
+    views : dict of str to pandas.DataFrame
+        float64 tables with the same index (the IDs), NaN where missing.
+    join : JoinReport
+    preprocessors : dict of str to ModalityPreprocessor
+        Fitted; apply them to new rows with ``transform``.
+    missingness : pandas.DataFrame
+        :func:`missingness_table` of ``views``.
+    """
+
+    views: dict
+    join: JoinReport
+    preprocessors: dict
+    missingness: pd.DataFrame
+
+    @property
+    def ids(self):
+        return next(iter(self.views.values())).index
+
+    @property
+    def id_name(self):
+        return self.join.id_column or "row"
+
+    @property
+    def dims(self):
+        return {m: int(t.shape[1]) for m, t in self.views.items()}
+
+    def to_dict(self):
+        """JSON-serialisable report of the join, the preprocessing and the missingness."""
+        return {
+            "join": self.join.to_dict(),
+            "preprocessing": {m: p.report() for m, p in self.preprocessors.items()},
+            "missingness": json.loads(self.missingness.to_json(orient="index")),
+        }
+
+    def report(self):
+        """Readable text: join, preprocessing per modality, missingness table."""
+        lines = ["Data", "-" * 60, *self.join.lines(), ""]
+        for m, p in self.preprocessors.items():
+            r = p.report()
+            extra = ""
+            if r["one_hot"]:
+                extra += f"; one-hot {list(r['one_hot'])}"
+            if r["dropped_constant"]:
+                extra += f"; dropped constant {r['dropped_constant']}"
+            lines.append(f"{m}: {r['columns_in']} -> {r['columns_out']} columns ({r['steps']}{extra})")
+        lines += ["", "Missingness", "-" * 60, self.missingness.to_string(float_format=lambda v: f"{v:.3f}")]
+        return "\n".join(lines)
+
+
+def load_views(sources, *, id_column=None, join="inner", preprocessing=None, min_rows=MIN_ROWS, progress=None):
+    """Read, join and preprocess one table per modality.
+
+    Parameters
+    ----------
+    sources : dict of str to path or pandas.DataFrame
+        Modality name -> file (CSV/TSV/Parquet) or an already loaded table
+        (which must contain ``id_column`` when one is given).
+    id_column : str, optional
+        Join on this column; without it rows are joined by position.
+    join : {"inner", "outer"}
+        Intersection (default) or union of the IDs; see :func:`join_tables`.
+    preprocessing : dict of str to Preprocessing or str, optional
+        Per-modality steps; modalities not listed get the default (centre and scale).
+    min_rows : int
+        Fewest joined rows accepted.
+    progress : callable, optional
+        Called with a short message after each table is read (e.g. a progress bar update).
+
+    Returns
+    -------
+    MultiViewData
+    """
+    preprocessing = _check_sources(sources, preprocessing)
+    tables = {}
+    for m, src in sources.items():
+        if isinstance(src, pd.DataFrame):
+            t = src.copy()
+            t.columns = [str(c) for c in t.columns]
+            if id_column is not None:
+                if id_column not in t.columns:
+                    raise ValueError(f"modality {m!r}: ID column {id_column!r} not found")
+                t = t.set_index(t.pop(id_column).astype(str).astype(object).rename(id_column))
+                dup = t.index[t.index.duplicated()].unique()
+                if len(dup):
+                    raise ValueError(f"modality {m!r}: duplicated IDs in column {id_column!r}: {_show_ids(dup)}")
+            if t.shape[0] == 0 or t.shape[1] == 0:
+                raise ValueError(f"modality {m!r}: the table is empty")
+        else:
+            t = read_table(src, id_column=id_column, name=m)
+        tables[m] = t
+        if progress is not None:
+            progress(f"read {m}")
+    aligned, report = join_tables(tables, id_column=id_column, join=join)
+    if report.n_rows < min_rows:
+        raise ValueError(
+            f"only {report.n_rows} rows after joining the modalities (need at least {min_rows})"
+        )
+    views, preps = {}, {}
+    for m, t in aligned.items():
+        prep = ModalityPreprocessor(preprocessing.get(m, Preprocessing()), name=m)
+        views[m] = prep.fit_transform(t)
+        preps[m] = prep
+    return MultiViewData(views, report, preps, missingness_table(views))
