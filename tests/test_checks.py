@@ -285,7 +285,7 @@ def test_pattern_recovery_criteria():
 
 
 def test_pattern_recovery_gate_catches_a_regression_to_0_9():
-    """Issue 12: "rises to 1" was gated at P(exact) >= 0.9, which a true 0.9 passes half the time."""
+    """Issue 12: "rises to 1" was gated at P(exact) >= 0.9, which a true 0.9 passes 63% of the time."""
     settings = CHECKS["pattern_recovery"].quick
     crit = {c["name"]: c for c in evaluate_pattern_recovery(_pattern_results([0, 0.5, 0.9], [0, 0.5, 0.9]), settings)}
     assert not crit["vs_n/reaches_one"]["passed"] and crit["vs_n/reaches_one"]["gate"] == 96

@@ -165,7 +165,7 @@ def pattern_recovery(ctx):
     """Two sweeps (n at a fixed loading scale, loading scale at a fixed n) of HCL learning D1's pattern.
 
     Gate of "rises to 1" (replaces P(exact) >= 0.9 on 40 fits, which a true
-    P(exact) of 0.9 passed half the time): at the last point of each sweep
+    P(exact) of 0.9 passed 63% of the time): at the last point of each sweep
     ``final_replications`` fits, of which at least
     ``binomial_gate(final_replications, p_regression, alpha)`` must be exact
     -- 96 of 100 in quick mode (P(Bin(100, 0.9) >= 96) = 0.024, while 95
