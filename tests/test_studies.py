@@ -447,6 +447,18 @@ def test_plots_are_written(tmp_path):
     assert len(table)
 
 
+def test_figures_of_a_zero_error_method_warn_about_nothing(tmp_path):
+    # the truth method's lines are left out of the log-log panels: no empty legend to warn about
+    import warnings
+
+    table = run_study(_config(study__methods=["truth"], study__replications=1), tmp_path / "out", quiet=True,
+                      plot=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = plot_study(table, tmp_path / "fig")
+    assert {p.name for p in written} >= {"loading_sin_theta_vs_n.png", "pattern_recovery_vs_n.png"}
+
+
 # ------------------------------------------------------------------- dask
 @pytest.fixture
 def alarm():

@@ -79,8 +79,15 @@ def _error_figure(d, x, varying, metric, *, loglog, squared=False, slope=None):
         ax.set_xlabel("p (mean per modality)" if x == "p" else x)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel(f"mean {metric}" + ("$^2$" if squared else ""))
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _legend(axes)
     return fig
+
+
+def _legend(axes):
+    """A legend right of the last panel that drew a line (none when every line was left out)."""
+    drawn = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
+    if drawn:
+        drawn[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
 def _line_figure(d, x, varying, ylabel, *, logy=False, ylim=None):
@@ -99,7 +106,7 @@ def _line_figure(d, x, varying, ylabel, *, logy=False, ylim=None):
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _legend([ax])
     return fig
 
 
