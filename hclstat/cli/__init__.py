@@ -35,7 +35,6 @@ output plumbing the commands share.
     run.json                               version, command line, seed
 """
 
-
 from __future__ import annotations
 
 import argparse

@@ -37,7 +37,7 @@ class Console:
 
     def warn(self, text):
         """A warning line on stderr, shown even when quiet."""
-        print(f"{PROG}: warning: {' '.join(str(text).split())}", file=sys.stderr)
+        _warning_line(text)
 
     def result(self, text):
         if not self.quiet:
@@ -82,9 +82,13 @@ def one_line(exc):
     return text or type(exc).__name__
 
 
+def _warning_line(text):
+    print(f"{PROG}: warning: {' '.join(str(text).split())}", file=sys.stderr)
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None):
     """``warnings.showwarning`` of the command line: one line, no source location."""
-    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    _warning_line(message)
 
 
 # ------------------------------------------------------------ option types

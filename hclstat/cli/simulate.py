@@ -36,11 +36,11 @@ def add_parser(sub):
 
 
 def run(args, console):
+    run_study = shared.import_attr("hclstat.studies", "run_study", "the study runner is")
     from ..exceptions import EstimationWarning
     from ..studies.runner import FAILED_FITS_MESSAGE
     from ..studies.storage import count_fits, fit_failures
 
-    run_study = shared.import_attr("hclstat.studies", "run_study", "the study runner is")
     if not Path(args.config).is_file():
         raise CLIError(f"study config not found: {args.config}")
     extra = {"max_cells": args.max_cells} if args.max_cells is not None else {}

@@ -43,6 +43,8 @@ true hierarchy of a cell), :mod:`~hclstat.studies.config` (the TOML schema),
 
 from __future__ import annotations
 
+# _save, _atomic_write_bytes, _atomic_write_text, cell_hierarchy and replication_seed are
+# also the paper checks' (hclstat.checks imports them from here)
 from .cells import DESIGNS, PARAMETERS, StudyConfigError, cell_hierarchy
 from .config import DEFAULT_METRICS, METRICS, StudyConfig, load_config
 from .figures import _save, plot_study
