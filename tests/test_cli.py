@@ -2,13 +2,14 @@
 
 Most cases run in-process through ``main(argv)`` (it returns the exit code);
 a few run ``python -m hclstat`` as a subprocess to check the real entry point.
-Runs that need the HCL estimator (or SFA, or the downstream models) are
-skipped when that module is not installed.
+The plumbing tests replace the estimator by a stub (``shared.make_estimator``);
+the others run the real HCL, SFA and downstream models, which the package
+always ships (a missing one is a failure, not a skip).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -19,21 +20,11 @@ import pandas as pd
 import pytest
 
 from hclstat import cli
+from hclstat.cli import shared
 from hclstat.estimators.base import BaseHierarchicalEstimator
 from hclstat.hierarchy import Hierarchy
 from hclstat.model import HierarchicalModel
-
-
-def _has(module):
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-needs_hcl = pytest.mark.skipif(not _has("hclstat.estimators.hcl"), reason="HCL estimator not installed")
-needs_sfa = pytest.mark.skipif(not _has("hclstat.estimators.sfa"), reason="SFA estimator not installed")
-needs_downstream = pytest.mark.skipif(not _has("hclstat.downstream"), reason="downstream models not installed")
+from hclstat.model.designs import D1_DIMS, d1_hierarchy
 
 TRUTH = Hierarchy({"a": 8, "b": 9, "c": 10}, {("a", "b", "c"): 1, ("a", "b"): 1, "a": 1, "c": 1})
 N = 300
@@ -70,7 +61,7 @@ class StubEstimator(BaseHierarchicalEstimator):
 
 @pytest.fixture
 def stub(monkeypatch):
-    monkeypatch.setattr(cli, "_make_estimator", lambda args, hierarchy=None: StubEstimator(hierarchy))
+    monkeypatch.setattr(shared, "make_estimator", lambda args, hierarchy=None: StubEstimator(hierarchy))
 
 
 def _tables(tmp_path, seed=0, n=N):
@@ -346,7 +337,7 @@ def test_bad_input(tmp_path, capsys, stub, case):
 
 
 def test_missing_optional_parts_give_a_clear_error(capsys, monkeypatch, tmp_path):
-    real_import = cli.importlib.import_module
+    real_import = importlib.import_module
 
     def fake_import(name, *args):
         if name in ("hclstat.checks", "hclstat.estimators.hcl"):
@@ -355,7 +346,7 @@ def test_missing_optional_parts_give_a_clear_error(capsys, monkeypatch, tmp_path
             raise err
         return real_import(name, *args)
 
-    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+    monkeypatch.setattr(importlib, "import_module", fake_import)
     code, _, err = _run(["check", "all", "--quick", "--out", tmp_path / "c"], capsys)
     assert code == 1
     assert err.strip() == ("hclstat check: error: the paper checks are not available in this installation "
@@ -372,6 +363,8 @@ def test_simulate_and_check_delegate(tmp_path, capsys, monkeypatch):
 
     def run_study(config, out, scheduler=None, workers=None, quiet=False):
         calls["study"] = (config, out, scheduler, workers, quiet)
+        return pd.DataFrame({"cell": [0], "replication": [0], "method": ["m"], "metric": ["fit_time"],
+                             "value": [0.1], "error": [None]})
 
     def run_checks(names, quick, out):
         calls["checks"] = (names, quick, out)
@@ -380,7 +373,7 @@ def test_simulate_and_check_delegate(tmp_path, capsys, monkeypatch):
     def fake(module, attr, what):
         return {"run_study": run_study, "run_checks": run_checks}[attr]
 
-    monkeypatch.setattr(cli, "_import", fake)
+    monkeypatch.setattr(shared, "import_attr", fake)
     config = tmp_path / "study.toml"
     config.write_text("")
     code, _, err = _run(["simulate", config, "--out", tmp_path / "s", "--workers", "2", "-q"], capsys)
@@ -392,8 +385,120 @@ def test_simulate_and_check_delegate(tmp_path, capsys, monkeypatch):
     assert calls["checks"] == (["all"], True, str(tmp_path / "c"))
     calls["fail"] = True
     code, _, err = _run(["check", "rates", "--out", tmp_path / "c"], capsys)
-    assert code == 1 and "at least one check failed" in err
+    assert code == 1 and err.strip() == f"hclstat check: error: 1 of 2 check(s) failed: rates (see {tmp_path / 'c'})"
     assert calls["checks"] == (["rates"], False, str(tmp_path / "c"))
+
+
+class _Verdict:
+    def __init__(self, passed):
+        self.passed = passed
+
+
+class _NoVerdict:
+    pass
+
+
+CHECK_RESULTS = {
+    # a result of None, or one without 'passed', used to count as a pass
+    "None": ({"rates": {"passed": True}, "ident": None}, "1 of 2 check(s) failed: ident (no verdict: got None, "
+                                                         "which has no 'passed')"),
+    "no passed key": ({"rates": {"runtime_seconds": 1.0}}, "1 of 1 check(s) failed: rates (no verdict: got "
+                                                             "{'runtime_seconds': 1.0}, which has no 'passed')"),
+    "object without passed": ({"rates": _NoVerdict()}, "1 of 1 check(s) failed: rates (no verdict: got <"),
+    "passed not a bool": ({"rates": {"passed": None}}, "1 of 1 check(s) failed: rates (no verdict: 'passed' is "
+                                                         "None, expected True or False)"),
+    "failed attribute": ({"a": _Verdict(True), "b": _Verdict(False)}, "1 of 2 check(s) failed: b (see "),
+    "nothing reported": ({}, "no check reported a result"),
+    "bare None": (None, "1 of 1 check(s) failed: checks (no verdict: got None"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECK_RESULTS), ids=list(CHECK_RESULTS))
+def test_check_without_an_explicit_passing_verdict_fails(tmp_path, capsys, monkeypatch, case):
+    result, message = CHECK_RESULTS[case]
+    monkeypatch.setattr(shared, "import_attr", lambda module, attr, what: lambda names, quick, out: result)
+    code, stdout, err = _run(["check", "--quick", "--out", tmp_path / "c"], capsys)
+    assert code == 1 and stdout == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("hclstat check: error: ") and message in err, err
+
+
+def test_check_passes_on_explicit_verdicts(tmp_path, capsys, monkeypatch):
+    result = {"a": {"passed": np.bool_(True)}, "b": True, "c": _Verdict(True)}
+    monkeypatch.setattr(shared, "import_attr", lambda module, attr, what: lambda names, quick, out: result)
+    code, stdout, err = _run(["check", "--out", tmp_path / "c"], capsys)
+    assert code == 0 and err == "" and stdout.startswith("checks passed")
+
+
+def _study(tmp_path, methods):
+    path = tmp_path / "study.toml"
+    path.write_text(f'[study]\nreplications = 2\nseed = 1\nmethods = {methods}\n'
+                    '[grid]\nn = [40, 60]\n[model]\np = [4, 5, 6]\n')
+    return path
+
+
+def test_simulate_fails_when_every_fit_failed(tmp_path, capsys):
+    # the only method gets an option HCL does not take: every row is an error row (this used to exit 0)
+    config = _study(tmp_path, '[{ name = "hcl", bogus = 1 }]')
+    code, stdout, err = _run(["simulate", config, "--out", tmp_path / "s", "--workers", "1", "-q"], capsys)
+    assert code == 1 and stdout == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hclstat simulate: error: every fit of the study failed: 4 of 4 fits failed; "
+                               "first, cell 0 replication 0 method 'hcl': fit: TypeError: ")
+    assert "bogus" in lines[0] and "results.csv" in lines[0]
+    summary = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert set(summary["method"]) == {"hcl"} and summary["n_errors"].sum() == 4
+
+
+def test_simulate_warns_when_some_fits_failed(tmp_path, capsys):
+    config = _study(tmp_path, '[{ name = "hcl", label = "bad", bogus = 1 }, "truth"]')
+    code, stdout, err = _run(["simulate", config, "--out", tmp_path / "s", "--workers", "1", "-q"], capsys)
+    assert code == 0, err
+    assert stdout == ""  # -q
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "hclstat: warning: 4 of 8 fits failed; first, cell 0 replication 0 method 'bad': fit: TypeError: "), err
+    assert "n_errors" in lines[0]
+    summary = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert summary.loc[summary["method"] == "bad", "n_errors"].eq(2).all()
+    assert summary.loc[summary["method"] == "truth", "n_errors"].eq(0).all()
+
+
+def test_construct_refuses_a_keyword_the_estimator_does_not_take():
+    class Narrow:
+        def __init__(self, representation=None):
+            self.representation = representation
+
+    with pytest.raises(TypeError, match=r"^Narrow does not accept the keyword argument 'random_state' that the "
+                                        r"command line sets; expected some of \['representation'\]"):
+        shared.construct(Narrow, representation=None, random_state=0)
+    assert isinstance(shared.construct(Narrow, representation=1), Narrow)
+
+    class Open:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    assert shared.construct(Open, a=1).kwargs == {"a": 1}
+
+
+def test_predict_with_a_model_missing_an_argument_fails_naming_it(tmp_path, capsys, stub, monkeypatch):
+    # a downstream model without random_state used to be built silently without the seed
+    class _NoSeed(_StubRegressor):
+        def __init__(self, representation=None):
+            self.representation = representation
+
+    paths, _ = _tables(tmp_path)
+    a = pd.read_csv(paths["a"], dtype={"pid": str})
+    pd.DataFrame({"pid": a["pid"], "y": a["a_0"]}).to_csv(tmp_path / "y.csv", index=False)
+    real = shared.import_attr
+    monkeypatch.setattr(shared, "import_attr",
+                        lambda m, attr, w: _NoSeed if attr == "HCLRegressor" else real(m, attr, w))
+    code, _, err = _run(["predict", *_view_args(paths), "--id", "pid", "--target", f"{tmp_path / 'y.csv'}:y",
+                         "--out", tmp_path / "pred", "-q"], capsys)
+    assert code == 1
+    assert err.strip().startswith("hclstat predict: error: _NoSeed does not accept the keyword argument "
+                                  "'random_state'"), err
+    assert not (tmp_path / "pred").exists()
 
 
 class _StubRegressor:
@@ -423,8 +528,8 @@ def test_predict_with_stub_models(tmp_path, capsys, stub, monkeypatch):
     target = pd.DataFrame({"pid": a["pid"], "y": a["a_0"] * 2 + 1})
     target.loc[:19, "y"] = np.nan  # unlabelled rows are only predicted
     target.to_csv(tmp_path / "y.csv", index=False)
-    real = cli._import
-    monkeypatch.setattr(cli, "_import",
+    real = shared.import_attr
+    monkeypatch.setattr(shared, "import_attr",
                         lambda m, attr, w: _StubRegressor if attr == "HCLRegressor" else real(m, attr, w))
     out = tmp_path / "pred"
     code, _, err = _run(["predict", *_view_args(paths), "--id", "pid", "--target", f"{tmp_path / 'y.csv'}:y",
@@ -447,8 +552,8 @@ def test_demo_in_process_with_stub(tmp_path, capsys, stub):
     for name in ("hierarchy.json", "true_hierarchy.json", "comparison.txt", "pattern_comparison.csv",
                  "loading_errors.csv", "summary.txt", "figures/pattern_true_vs_estimated.png", "data/a.csv"):
         assert (out / name).exists(), name
-    assert Hierarchy.from_dict(json.loads((out / "true_hierarchy.json").read_text())) == Hierarchy(
-        cli.DEMO_DIMS, cli.DEMO_RANKS)
+    assert cli.DEMO_DIMS == D1_DIMS
+    assert Hierarchy.from_dict(json.loads((out / "true_hierarchy.json").read_text())) == d1_hierarchy()
     pc = pd.read_csv(out / "pattern_comparison.csv", index_col="structure")
     assert pc.loc["{a,b}", "true_rank"] == 1 and pc.loc["{a,b}", "estimated_rank"] == 0  # the stub has no {a,b}
     assert "Learned vs true hierarchy" in (out / "summary.txt").read_text()
@@ -474,7 +579,6 @@ def test_subprocess_usage_and_bad_input(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_hcl
 def test_subprocess_fit_hcl_learns_pattern_and_is_reproducible(tmp_path):
     paths, _ = _tables(tmp_path, n=600)
     kept = [i for i in pd.read_csv(paths["a"], dtype={"pid": str})["pid"] if not i.startswith("only")]
@@ -495,7 +599,6 @@ def test_subprocess_fit_hcl_learns_pattern_and_is_reproducible(tmp_path):
         assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes()
 
 
-@needs_hcl
 def test_fit_hcl_in_process_with_given_hierarchy_and_max_rank(tmp_path, capsys):
     paths, ids = _tables(tmp_path)
     spec = tmp_path / "spec.json"
@@ -507,7 +610,6 @@ def test_fit_hcl_in_process_with_given_hierarchy_and_max_rank(tmp_path, capsys):
     assert Hierarchy.from_dict(json.loads((out / "hierarchy.json").read_text())) == TRUTH
 
 
-@needs_sfa
 def test_fit_sfa_with_hierarchy(tmp_path, capsys):
     paths, ids = _tables(tmp_path)
     spec = tmp_path / "spec.json"
@@ -521,7 +623,6 @@ def test_fit_sfa_with_hierarchy(tmp_path, capsys):
     assert Hierarchy.from_dict(json.loads((out / "hierarchy.json").read_text())) == TRUTH
 
 
-@needs_hcl
 def test_demo_with_hcl(tmp_path, capsys):
     out = tmp_path / "demo"
     code, _, err = _run(["demo", "--n", "1000", "--out", out, "-q"], capsys)
@@ -534,8 +635,6 @@ def test_demo_with_hcl(tmp_path, capsys):
     assert (out / "figures" / "pattern_true_vs_estimated.png").exists()
 
 
-@needs_hcl
-@needs_downstream
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_predict_with_real_models(tmp_path, capsys, task):
     paths, ids = _tables(tmp_path, n=400)
@@ -562,7 +661,6 @@ def test_predict_with_real_models(tmp_path, capsys, task):
     assert (out / "hierarchy.json").exists()
 
 
-@needs_hcl
 @pytest.mark.slow
 def test_breast_cancer_example_writes_its_figures(tmp_path, monkeypatch):
     from pathlib import Path

@@ -17,6 +17,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from hclstat import cli
+from hclstat.cli import shared
 from hclstat.estimators.base import BaseHierarchicalEstimator
 from hclstat.hierarchy import Hierarchy
 from hclstat.io import ChunkedViewData, load_views, load_views_chunked
@@ -103,7 +104,7 @@ class RecordingStub(BaseHierarchicalEstimator):
 @pytest.fixture
 def stub(monkeypatch):
     RecordingStub.seen = []
-    monkeypatch.setattr(cli, "_make_estimator", lambda args, hierarchy=None: RecordingStub(hierarchy))
+    monkeypatch.setattr(shared, "make_estimator", lambda args, hierarchy=None: RecordingStub(hierarchy))
 
 
 def _same_outputs(a, b, atol):

@@ -18,8 +18,12 @@ import pytest
 
 from hclstat import studies
 from hclstat.estimators.base import BaseHierarchicalEstimator
+from hclstat.exceptions import EstimationWarning
+from hclstat.model.designs import d1_hierarchy, published_hierarchy
 from hclstat.studies import (
     COLUMNS,
+    count_fits,
+    fit_failures,
     MethodUnavailableError,
     StudyConfig,
     StudyConfigError,
@@ -233,6 +237,15 @@ def test_shipped_configs_are_valid(path):
     assert path.stem == config.name
 
 
+def test_design_cells_use_the_model_layer_designs():
+    d1 = load_config(_config())
+    assert studies.cell_hierarchy(d1.cells[0]) == d1_hierarchy({"a": 6, "b": 7, "c": 8})
+    cfg = _config(model__hierarchy="published", model__p=[9, 10, 11], model__rank=2)
+    assert studies.cell_hierarchy(load_config(cfg).cells[0]) == published_hierarchy((9, 10, 11), rank=2)
+    default = load_config(_config(model__p=_DROP))
+    assert studies.cell_hierarchy(default.cells[0]) == d1_hierarchy()
+
+
 def test_shipped_configs_match_the_design():
     pub = load_config(SIMULATIONS / "published_design.toml")
     h = studies.cell_hierarchy(pub.cells[0], pub.hierarchies)
@@ -354,7 +367,9 @@ def test_more_replications_extend_a_study_and_other_configs_are_refused(tmp_path
 
 
 def test_failing_method_is_recorded_not_fatal(tmp_path):
-    table = run_study(_config(study__methods=["broken", "cheap"]), tmp_path, quiet=True, plot=False)
+    with pytest.warns(EstimationWarning, match=r"^8 of 16 fits of the study failed .* method 'broken': "
+                                                r"fit: RuntimeError: boom"):
+        table = run_study(_config(study__methods=["broken", "cheap"]), tmp_path, quiet=True, plot=False)
     errors = table[table["method"] == "broken"]
     assert len(errors) == 8 and (errors["metric"] == "error").all()
     assert errors["value"].isna().all()
@@ -362,6 +377,35 @@ def test_failing_method_is_recorded_not_fatal(tmp_path):
     assert (table.loc[table["method"] == "cheap", "metric"] != "error").all()
     summary = summarize_results(table)
     assert summary.loc[summary["method"] == "cheap", "n_errors"].eq(0).all()
+    failed = fit_failures(table)
+    assert list(failed.columns) == ["cell", "replication", "method", "error"]
+    assert len(failed) == 8 and set(failed["method"]) == {"broken"} and count_fits(table) == 16
+
+
+def test_summary_keeps_a_method_whose_every_fit_failed(tmp_path):
+    # the old summary dropped a (cell, method) with no successful row: a total failure was invisible there
+    with pytest.warns(EstimationWarning, match=r"8 of 16 fits"):
+        run_study(_config(study__methods=["broken", "cheap"]), tmp_path, quiet=True, plot=False)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    broken = summary[summary["method"] == "broken"]
+    assert sorted(broken["cell"]) == [0, 1, 2, 3]
+    assert (broken["metric"] == "error").all() and (broken["count"] == 0).all() and (broken["n_errors"] == 2).all()
+    assert broken["mean"].isna().all()
+
+
+def test_study_where_every_fit_fails_still_writes_its_summary(tmp_path):
+    with pytest.warns(EstimationWarning, match=r"^8 of 8 fits of the study failed"):
+        table = run_study(_config(study__methods=["broken"]), tmp_path, quiet=True)
+    assert (table["metric"] == "error").all() and len(fit_failures(table)) == count_fits(table) == 8
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert len(summary) == 4 and summary["n_errors"].eq(2).all()
+
+
+def test_a_failed_metric_is_not_a_failed_fit():
+    table = pd.DataFrame({"cell": [0, 0], "replication": [0, 0], "method": ["m", "m"],
+                          "metric": ["fit_time", "error"], "value": [0.1, np.nan],
+                          "error": [None, "metric pattern: KeyError: 'x'"]})
+    assert fit_failures(table).empty and count_fits(table) == 1
 
 
 def test_missing_estimator_fails_before_running_naming_the_method(tmp_path):
@@ -403,6 +447,18 @@ def test_plots_are_written(tmp_path):
     assert len(table)
 
 
+def test_figures_of_a_zero_error_method_warn_about_nothing(tmp_path):
+    # the truth method's lines are left out of the log-log panels: no empty legend to warn about
+    import warnings
+
+    table = run_study(_config(study__methods=["truth"], study__replications=1), tmp_path / "out", quiet=True,
+                      plot=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = plot_study(table, tmp_path / "fig")
+    assert {p.name for p in written} >= {"loading_sin_theta_vs_n.png", "pattern_recovery_vs_n.png"}
+
+
 # ------------------------------------------------------------------- dask
 @pytest.fixture
 def alarm():
@@ -421,7 +477,6 @@ def alarm():
 
 
 def test_local_cluster_gives_the_serial_rows(tmp_path, alarm):
-    pytest.importorskip("dask.distributed")
     import cloudpickle
 
     # workers cannot import this test module: ship the test method by value
@@ -459,3 +514,36 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
         os.umask(umask)
     for name in ("x.json", "x.png"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_atomic_writes_leave_the_process_umask_alone(tmp_path, monkeypatch):
+    # os.umask(0) to read the umask opens a window in which other threads create world-writable files
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from hclstat.studies import _atomic_write_text, _save
+
+    def forbidden(mask):
+        raise AssertionError(f"os.umask({mask:#o}) called: the process umask is shared by every thread")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    _atomic_write_text(tmp_path / "x.json", "{}")
+    _save(Figure(), tmp_path / "x.png")
+    assert (tmp_path / "x.json").read_text() == "{}" and (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.png"]  # no temporary file left
+
+
+def test_failed_atomic_write_leaves_the_target_and_no_temporary_file(tmp_path):
+    from hclstat.studies.storage import atomic_file
+
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_file(target) as fh:
+            fh.write(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]

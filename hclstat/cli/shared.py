@@ -1,0 +1,162 @@
+"""What the commands share at run time: the estimator, the data, and the fit outputs.
+
+The estimators and the readers are imported when a command runs, so that
+``hclstat --help`` stays fast and a missing part is reported by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import time
+
+from .._version import __version__
+from .base import CLIError, UsageError, parse_preprocessing, parse_views
+
+
+def import_attr(module, attr, what):
+    """``module.attr``, or a CLIError saying that this part is not installed."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            raise CLIError(f"{what} not available in this installation (module {module} not found)") from None
+        raise
+    obj = getattr(mod, attr, None)
+    if obj is None:
+        raise CLIError(f"{what} not available in this installation ({module} has no {attr})")
+    return obj
+
+
+def construct(cls, **kwargs):
+    """``cls(**kwargs)``; a keyword ``cls`` does not accept is an error naming both, never dropped."""
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} does not accept the keyword argument {unknown[0]!r} that the command line "
+                f"sets; expected some of {list(params)}, got {sorted(kwargs)}"
+            )
+    return cls(**kwargs)
+
+
+def make_estimator(args, hierarchy=None):
+    """The representation estimator chosen on the command line (imported lazily).
+
+    ``hcl`` (default): :class:`hclstat.estimators.hcl.HCL`, which learns the
+    pattern when ``hierarchy`` is None; ``sfa``:
+    :class:`hclstat.estimators.sfa.StructuredFactorAnalysis` on a given pattern.
+    """
+    name = getattr(args, "estimator", "hcl")
+    common = {"noise_model": args.noise_model, "random_state": args.seed, "verbose": args.verbose}
+    if name == "sfa":
+        if hierarchy is None:
+            raise UsageError("--estimator sfa needs --hierarchy (structured factor analysis fits a given pattern)")
+        SFA = import_attr("hclstat.estimators.sfa", "StructuredFactorAnalysis",
+                          "the StructuredFactorAnalysis estimator is")
+        return construct(SFA, hierarchy=hierarchy, **common)
+    HCL = import_attr("hclstat.estimators.hcl", "HCL", "the HCL estimator is")
+    return construct(HCL, hierarchy=hierarchy, max_rank=args.max_rank, **common)
+
+
+def check_estimator_args(args):
+    """Command-line combinations that are wrong whatever the data (checked before reading it)."""
+    if getattr(args, "estimator", "hcl") == "sfa":
+        if not getattr(args, "hierarchy", None):
+            raise UsageError("--estimator sfa needs --hierarchy (structured factor analysis fits a given pattern)")
+        if args.max_rank is not None:
+            raise UsageError("--max-rank applies to HCL only; --estimator sfa takes the ranks from --hierarchy")
+
+
+def load_data(args, console, step, *, chunked=False):
+    """The joined, preprocessed views of ``--view``/``--prep`` (read in row chunks when ``chunked``)."""
+    from .. import io as hio
+
+    sources = parse_views(args.view)
+    prep = parse_preprocessing(args.prep, list(sources))
+    options = {"id_column": args.id, "join": args.join, "preprocessing": prep, "progress": lambda msg: step(msg)}
+    if chunked:
+        data = hio.load_views_chunked(sources, chunk_rows=args.chunks, **options)
+    else:
+        data = hio.load_views(sources, **options)
+    for line in data.join.lines():
+        console.info(line)
+    if chunked:
+        chunks = {m: len(a.chunks[0]) for m, a in data.views.items()}
+        console.info(f"reading in row chunks of about {args.chunks} rows: {chunks} chunks per modality")
+    return data
+
+
+def check_max_rank(max_rank, data):
+    if max_rank is None:
+        return
+    n = data.join.n_rows
+    for m, p in data.dims.items():
+        allowed = min(p, n - 1)
+        if max_rank > allowed:
+            why = f"its {p} columns after preprocessing" if p <= n - 1 else f"{n} rows"
+            raise CLIError(f"--max-rank {max_rank} exceeds what modality {m!r} allows: at most {allowed} ({why})")
+
+
+def hierarchy_from_args(args, data):
+    if not getattr(args, "hierarchy", None):
+        return None
+    from ..io import read_hierarchy
+
+    return read_hierarchy(args.hierarchy, dims=data.dims)
+
+
+def run_record(command, argv, args, estimator=None):
+    """What ``run.json`` holds: version, command line, seed (and the estimator's parameters)."""
+    record = {
+        "hclstat_version": __version__,
+        "command": command,
+        "argv": list(argv),
+        "seed": getattr(args, "seed", None),
+    }
+    if estimator is not None:
+        record["estimator"] = type(estimator).__name__
+        record["estimator_params"] = {k: repr(v) for k, v in sorted(estimator.get_params(deep=False).items())}
+    return record
+
+
+def write_json(path, obj):
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_fit_outputs(tmp, estimator, scores, data, args, *, extra_summary=""):
+    """Everything ``fit`` writes (see :mod:`hclstat.cli`); returns the summary text.
+
+    ``scores=None`` with out-of-core ``data`` writes the scores chunk by chunk.
+    """
+    from ..io import RUN_FILE, ChunkedViewData, write_representation, write_scores_chunked
+
+    if scores is None and isinstance(data, ChunkedViewData):
+        write_representation(tmp, estimator, None)
+        write_scores_chunked(tmp, estimator, data)
+    else:
+        write_representation(tmp, estimator, scores, ids=list(data.ids), id_name=data.id_name)
+    results = estimator.get_results()
+    results.variance_explained.to_csv(tmp / "variance_explained.csv")
+    data.missingness.to_csv(tmp / "missingness.csv")
+    write_json(tmp / "data_report.json", data.to_dict())
+    summary = results.summary() + "\n\n" + data.report() + "\n"
+    if extra_summary:
+        summary += "\n" + extra_summary + "\n"
+    (tmp / "summary.txt").write_text(summary)
+    if not args.no_figures:
+        from ..plotting import write_figures
+
+        write_figures(results, tmp / "figures", top=args.top)
+    write_json(tmp / RUN_FILE, run_record(args.command, args.argv, args, estimator))
+    return summary
+
+
+def fit_estimator(estimator, views, console):
+    t0 = time.perf_counter()
+    estimator.fit(views)
+    console.info(f"fitted {type(estimator).__name__} in {time.perf_counter() - t0:.1f} s: "
+                 f"{estimator.hierarchy_!r}")
+    return estimator
