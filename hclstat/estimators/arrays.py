@@ -65,12 +65,13 @@ def _selector_indices(name, sel, n_features, feature_names):
         return np.flatnonzero(arr)
     if arr.size and arr.dtype.kind in "OUS":
         if feature_names is None:
-            raise ValueError(f"{where}: column names need a DataFrame with string column names, got {list(arr[:3])}")
+            raise ValueError(f"{where}: column names need a DataFrame with string column names, got {arr[:3].tolist()}")
         lookup = {c: j for j, c in enumerate(feature_names)}
-        unknown = [c for c in arr if c not in lookup]
+        wanted = arr.tolist()
+        unknown = [c for c in wanted if c not in lookup]
         if unknown:
             raise ValueError(f"{where}: expected columns of X, got unknown names {unknown[:5]}")
-        return np.array([lookup[c] for c in arr], dtype=np.intp)
+        return np.array([lookup[c] for c in wanted], dtype=np.intp)
     if arr.size and arr.dtype.kind not in "iu":
         raise TypeError(f"{where}: expected a slice, column indices, names or a boolean mask, got dtype {arr.dtype}")
     arr = arr.astype(np.intp)
