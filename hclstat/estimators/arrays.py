@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from .base import stack_scores, validate_params
+from .hcl import HCL
 
 __all__ = ["ColumnViews", "default_views"]
 
@@ -124,6 +125,7 @@ class ColumnViews(TransformerMixin, BaseEstimator):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
     >>> from hclstat import HCL
@@ -151,11 +153,7 @@ class ColumnViews(TransformerMixin, BaseEstimator):
         validate_params(self)
 
     def _template(self):
-        if self.estimator is not None:
-            return self.estimator
-        from .hcl import HCL  # deferred: hcl imports this package's base
-
-        return HCL()
+        return HCL() if self.estimator is None else self.estimator
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
