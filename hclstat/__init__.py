@@ -5,6 +5,7 @@ from .exceptions import ConvergenceWarning, EstimationWarning, IdentifiabilityEr
 from .hierarchy import Hierarchy
 from .model import HierarchicalModel
 from .moments import Moments, compute_moments, moments_from_covariance
+from .estimators.arrays import ColumnViews
 from .estimators.base import ModelRepresentation
 from .estimators.hcl import HCL
 from .estimators.sfa import StructuredFactorAnalysis
@@ -21,6 +22,7 @@ __all__ = [
     "HCL",
     "StructuredFactorAnalysis",
     "ModelRepresentation",
+    "ColumnViews",
     "HCLRegressor",
     "HCLClassifier",
     "baselines",

@@ -21,6 +21,7 @@ import numbers
 
 import numpy as np
 from scipy.linalg import eigh, svd
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from .data import check_views
@@ -101,6 +102,12 @@ class SharedPrivate(StructuredFactorAnalysis):
 
     # no ``hierarchy`` parameter: the pattern is built from the ranks
     hierarchy = None
+    _parameter_constraints: dict = {
+        **{k: v for k, v in StructuredFactorAnalysis._parameter_constraints.items() if k != "hierarchy"},
+        "n_shared": [Interval(numbers.Integral, 0, None, closed="left")],
+        # a dict's keys and values are checked against the data's modalities in binary_hierarchy
+        "n_private": [Interval(numbers.Integral, 0, None, closed="left"), dict],
+    }
 
     def binary_hierarchy(self, dims):
         """The shared/private :class:`Hierarchy` for modalities ``dims`` ({name: p_m})."""
@@ -170,11 +177,13 @@ class ConcatenatedPCA(BaseHierarchicalEstimator):
     explained_variance_ratio_ : ndarray of shape (n_components,)
     """
 
+    _parameter_constraints: dict = {"n_components": [Interval(numbers.Integral, 1, None, closed="left")]}
+
     def __init__(self, n_components=1):
         self.n_components = n_components
 
     def _fit_moments(self, moments):
-        k = _check_count(self.n_components, "n_components", minimum=1)
+        k = int(self.n_components)
         dims = dict(moments.dims)
         cap = min(dims.values())
         if k > cap:
@@ -283,15 +292,20 @@ class PairwiseCCA(BaseHierarchicalEstimator):
     (unit variance without ridge), and needs complete rows.
     """
 
+    _accepts_missing = False  # canonical correlations of complete rows
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "ridge": [Interval(numbers.Real, 0, None, closed="left")],
+    }
+
     def __init__(self, n_components=1, *, ridge=1e-3):
         self.n_components = n_components
         self.ridge = ridge
 
     def _fit_moments(self, moments):
-        k = _check_count(self.n_components, "n_components", minimum=1)
+        k = int(self.n_components)
         r = self.ridge
-        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not r >= 0:
-            raise ValueError(f"ridge: expected a non-negative number, got {r!r}")
         mods = tuple(moments.modalities)
         if len(mods) < 2:
             raise ValueError(f"PairwiseCCA: expected at least 2 modalities, got {len(mods)}")

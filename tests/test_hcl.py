@@ -419,10 +419,11 @@ def test_hierarchy_must_match_the_data(small_views):
         HCL(hierarchy={"a": 1}).fit(small_views)
 
 
-def test_modality_with_one_column_is_rejected(small_views):
+def test_modality_with_one_column_is_fitted_as_noise_with_a_warning(small_views):
     views = dict(small_views, c=small_views["c"][:, :1])
-    with pytest.raises(ValueError, match=r"modality 'c' has 1 column; the model needs at least 2 columns"):
-        HCL().fit(views)
+    with pytest.warns(EstimationWarning, match=r"modality 'c' has 1 column: it cannot carry a latent component"):
+        est = HCL().fit(views)
+    assert est.hierarchy_.modality_rank("c") == 0
 
 
 def test_results_summary(d1_fit):

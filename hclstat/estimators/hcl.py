@@ -18,12 +18,13 @@ matrix design) is solved exactly by :func:`hclstat.kernels.hcl.group_bcd`.
 
 from __future__ import annotations
 
-import numbers
 import time
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..data import check_views
 from ..exceptions import ConvergenceWarning, EstimationWarning, IdentifiabilityError
@@ -32,7 +33,7 @@ from ..kernels.hcl import penalised_block_step, row_ls_sweep
 from ..lattice import _fa_noise, lattice_hierarchy, rank_lattice, specific_ranks
 from ..moments import compute_moments
 from ..utils import top_eigh, top_svd
-from .base import BaseHierarchicalEstimator
+from .base import RANDOM_STATE, VERBOSE, BaseHierarchicalEstimator
 
 __all__ = ["HCL", "hcl_objective"]
 
@@ -224,23 +225,23 @@ class HCL(BaseHierarchicalEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
-    def _validate_params(self):
-        if self.noise_model not in ("diagonal", "isotropic"):
-            raise ValueError(f"noise_model: expected 'diagonal' or 'isotropic', got {self.noise_model!r}")
-        if self.penalty not in ("group", None):
-            raise ValueError(f"penalty: expected 'group' or None, got {self.penalty!r}")
-        if self.selection not in ("lattice", "bic"):
-            raise ValueError(f"selection: expected 'lattice' or 'bic', got {self.selection!r}")
-        for name in ("max_iter", "n_permutations", "permutation_rows"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if self.max_rank is not None and (not isinstance(self.max_rank, numbers.Integral) or self.max_rank < 1):
-            raise ValueError(f"max_rank: expected a positive integer or None, got {self.max_rank!r}")
-        if not (isinstance(self.gamma, numbers.Real) and self.gamma >= 0):
-            raise ValueError(f"gamma: expected a non-negative number, got {self.gamma!r}")
-        if not (isinstance(self.tol, numbers.Real) and self.tol > 0):
-            raise ValueError(f"tol: expected a positive number, got {self.tol!r}")
+    # checked by BaseHierarchicalEstimator._validate_params in fit / fit_moments
+    _parameter_constraints: dict = {
+        "hierarchy": [Hierarchy, None],
+        "max_rank": [Interval(Integral, 1, None, closed="left"), None],
+        "noise_model": [StrOptions({"diagonal", "isotropic"})],
+        "penalty": [StrOptions({"group"}), None],
+        "selection": [StrOptions({"lattice", "bic"})],
+        "gamma": [Interval(Real, 0, None, closed="left")],
+        "lambdas": ["array-like", None],
+        "n_permutations": [Interval(Integral, 1, None, closed="left")],
+        "permutation_rows": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "random_state": RANDOM_STATE,
+        "verbose": VERBOSE,
+    }
 
     def fit(self, views, y=None):
         """Fit from views (dict modality name -> (n, p_m) table, or a list).
@@ -266,7 +267,6 @@ class HCL(BaseHierarchicalEstimator):
             self.__dict__.pop("_arrays", None)
 
     def _fit_moments(self, moments):
-        self._validate_params()
         rng = _generator(self.random_state)
         S = moments.covariance
         self._estimate(S, np.diag(S).copy(), moments.n_samples, rng, lambda: self._learn_ranks(moments, rng))

@@ -9,19 +9,20 @@ checks compare HCL to.
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import sys
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.linalg import eigh
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..exceptions import ConvergenceWarning
 from ..hierarchy import Hierarchy, as_structure
 from ..kernels.em import run_em
 from ..utils import check_random_state
-from .base import BaseHierarchicalEstimator
+from .base import RANDOM_STATE, VERBOSE, BaseHierarchicalEstimator
 
 __all__ = ["StructuredFactorAnalysis", "pattern_arrays", "count_parameters", "check_rank_budget"]
 
@@ -331,33 +332,21 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
         self.acceleration = acceleration
 
     # ------------------------------------------------------------ validation
+    _parameter_constraints: dict = {
+        "hierarchy": [Hierarchy, None],
+        "noise_model": [StrOptions(set(NOISE_MODELS))],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions(set(INITS)), dict],
+        "random_state": RANDOM_STATE,
+        "verbose": VERBOSE,
+        "acceleration": [StrOptions(set(ACCELERATIONS))],
+    }
+
     def _check_params(self):
-        if self.noise_model not in NOISE_MODELS:
-            raise ValueError(f"noise_model: expected one of {NOISE_MODELS}, got {self.noise_model!r}")
-        mi = self.max_iter
-        if isinstance(mi, bool) or not isinstance(mi, numbers.Integral) or mi < 1:
-            raise ValueError(f"max_iter: expected a positive integer, got {mi!r}")
-        tol = self.tol
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
-            raise ValueError(f"tol: expected a non-negative number, got {tol!r}")
-        if isinstance(self.init, str):
-            if self.init not in INITS:
-                raise ValueError(
-                    f"init: expected one of {INITS} or a dict of loadings, got {self.init!r}"
-                )
-        elif not isinstance(self.init, dict):
-            raise TypeError(
-                f"init: expected one of {INITS} or a dict of loadings, got {type(self.init).__name__}"
-            )
-        if not isinstance(self.acceleration, str) or self.acceleration not in ACCELERATIONS:
-            raise ValueError(f"acceleration: expected one of {ACCELERATIONS}, got {self.acceleration!r}")
+        self._validate_params()
         v = self.verbose
-        if isinstance(v, bool):
-            self._log_every = 50 if v else 0
-        elif isinstance(v, numbers.Integral) and v >= 0:
-            self._log_every = int(v)
-        else:
-            raise ValueError(f"verbose: expected a bool or a non-negative integer, got {v!r}")
+        self._log_every = (50 if v else 0) if isinstance(v, (bool, np.bool_)) else int(v)
 
     def _resolve_hierarchy(self, moments):
         """The pattern to fit; subclasses build it from their own parameters."""
@@ -381,8 +370,6 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
         self
         """
         self._check_params()
-        if self.hierarchy is not None and not isinstance(self.hierarchy, Hierarchy):
-            raise TypeError(f"hierarchy: expected a Hierarchy or None, got {type(self.hierarchy).__name__}")
         return super().fit(views, y)
 
     def fit_moments(self, moments):
