@@ -85,13 +85,8 @@ class SharedPrivate(StructuredFactorAnalysis):
         n_shared=1,
         n_private=1,
         *,
-        noise_model="diagonal",
-        max_iter=1000,
-        tol=1e-7,
-        init="spectral",
-        random_state=None,
-        verbose=False,
-        acceleration="squarem",
+        noise_model="diagonal", init="spectral", acceleration="squarem",
+        max_iter=1000, tol=1e-7, random_state=None, verbose=False,
     ):
         super().__init__(
             None, noise_model=noise_model, max_iter=max_iter, tol=tol, init=init,

@@ -20,7 +20,15 @@ MIN_BLOCK = 6
 
 #: modules still above the limit, with the size they may not exceed while they wait
 #: to be split; an entry goes when its module is split (the test says when it is stale)
-OVERSIZED = {}
+OVERSIZED = {
+    "estimators/hcl.py": 704,
+    "estimators/matrix_free.py": 1006,
+    "identify.py": 1273,
+    "kernels/group_lasso.py": 687,
+}
+#: repeated blocks that wait for the datafit interface (pairs of module paths); an entry
+#: goes when its repeat does (the test says when it is stale)
+KNOWN_REPEATS = {("estimators/hcl.py", "estimators/matrix_free.py")}
 
 _SKIP = re.compile(r"^(#.*|[\)\]\}\(\[\{,:]+|(from \S+ )?import .*|\"\"\"|''')$")
 
@@ -84,8 +92,12 @@ def test_oversized_list_is_not_stale():
 
 def test_no_block_is_written_twice():
     pairs = repeated_blocks(_modules())
-    shown = [f"{a.relative_to(PACKAGE)}:{la} ~ {b.relative_to(PACKAGE)}:{lb}" for (a, la), (b, lb) in pairs]
+    files = {(a.relative_to(PACKAGE).as_posix(), b.relative_to(PACKAGE).as_posix()) for (a, _), (b, _) in pairs}
+    shown = [f"{a.relative_to(PACKAGE)}:{la} ~ {b.relative_to(PACKAGE)}:{lb}" for (a, la), (b, lb) in pairs
+             if (a.relative_to(PACKAGE).as_posix(), b.relative_to(PACKAGE).as_posix()) not in KNOWN_REPEATS]
     assert not shown, f"blocks of {MIN_BLOCK}+ identical lines repeated: {shown}"
+    stale = sorted(KNOWN_REPEATS - files)
+    assert not stale, f"no longer repeated, remove from KNOWN_REPEATS: {stale}"
 
 
 def test_the_detector_finds_a_planted_repeat(tmp_path):
