@@ -23,17 +23,34 @@ def _sample_covariance(rng, p=30, r=2, n=400):
 def test_an_uncertified_fit_warns_instead_of_passing_quietly(rng, monkeypatch):
     # the old fit ignored res.success: a failed optimisation returned its last iterate silently
     S = _sample_covariance(rng)
-    real = scipy.optimize.minimize
 
-    def failing(*args, **kwargs):
-        res = real(*args, **kwargs)
-        res.success = False
-        res.message = "ABNORMAL_TERMINATION_IN_LNSRCH"
-        return res
+    def stuck(fun, x0, **kwargs):  # an optimiser that gave up at its start
+        value, grad = fun(x0)
+        return scipy.optimize.OptimizeResult(x=x0, fun=value, jac=grad, success=False,
+                                             message="ABNORMAL_TERMINATION_IN_LNSRCH")
 
-    monkeypatch.setattr(scipy.optimize, "minimize", failing)
+    monkeypatch.setattr(scipy.optimize, "minimize", stuck)
     with pytest.warns(ConvergenceWarning, match=r"rank 2 on a 30-column block did not converge \(ABNORMAL"):
         fa_noise_fit(S, 2)
+
+
+def test_an_abnormal_stop_at_a_stationary_point_is_accepted(rng, monkeypatch, recwarn):
+    # L-BFGS-B reports ABNORMAL when its line search runs into round-off at the optimum
+    S = _sample_covariance(rng)
+    real = scipy.optimize.minimize
+    seen = []
+
+    def abnormal(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.success = False
+        seen.append(res)
+        return res
+
+    monkeypatch.setattr(scipy.optimize, "minimize", abnormal)
+    psi = fa_noise_fit(S, 2)
+    assert seen and not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+    monkeypatch.undo()
+    assert_allclose(psi, fa_noise_fit(S, 2), rtol=0)
 
 
 def test_a_certified_fit_is_silent(rng, recwarn):
