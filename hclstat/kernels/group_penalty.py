@@ -128,3 +128,14 @@ def _group_prox(v, out, grp_ptr, grp_indices, weights, thr):
         for j in range(start, stop):
             k = grp_indices[j]
             out[k] = scale * v[k]
+
+
+def dual_norm_ratio(grad, grp_ptr, grp_indices, weights, caller):
+    """``max_g ||grad_g|| / w_g``: the smallest ``lam`` at which zero is optimal
+    when ``grad`` is the smooth gradient at zero (every weight must be positive)."""
+    out = 0.0
+    for g in range(grp_ptr.size - 1):
+        if weights[g] <= 0:
+            raise ValueError(f"{caller}: every group needs a positive weight")
+        out = max(out, float(np.linalg.norm(grad[grp_indices[grp_ptr[g]:grp_ptr[g + 1]]])) / weights[g])
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .group_penalty import _check_groups, _group_prox, _group_violation, _penalty, _penalty_numpy
+from .group_penalty import _check_groups, _group_prox, _group_violation, _penalty, _penalty_numpy, dual_norm_ratio
 
 __all__ = [
     "logistic_group_lasso",
@@ -168,12 +168,7 @@ def logistic_lambda_max(X, y, grp_ptr, grp_indices, weights, fit_intercept=True)
     X, y = _check_logistic(X, y)
     ybar = float(np.mean(y)) if fit_intercept else 0.5
     grad = X.T @ (ybar - y) / X.shape[0]
-    out = 0.0
-    for g in range(grp_ptr.size - 1):
-        if weights[g] <= 0:
-            raise ValueError("logistic_lambda_max: every group needs a positive weight")
-        out = max(out, float(np.linalg.norm(grad[grp_indices[grp_ptr[g]:grp_ptr[g + 1]]])) / weights[g])
-    return out
+    return dual_norm_ratio(grad, grp_ptr, grp_indices, weights, "logistic_lambda_max")
 
 
 def _initial_step(X, fit_intercept):
