@@ -359,6 +359,18 @@ def test_ranks_follow_the_lattice_least_squares_rule_not_a_majority_vote(h3):
                                                     for n in res.rank_consistency.table.index]).all()
 
 
+def test_spurious_sharing_among_specifics_is_reported_not_a_crash():
+    # each member sees a different structure (a: {a,b,c}, b: {a,b}, c: {a,c}); the least-squares
+    # ranks keep a global component whose b-c cross core is zero: identify warns, and the within
+    # blocks use the pseudo-inverse its docstring states (solve() raised LinAlgError here)
+    h = Hierarchy({"a": 6, "b": 7, "c": 6}, {"a": 1, "b": 1, "c": 1})
+    model = counterexample(h, 0.5, random_state=0, kind="spurious_sharing")
+    with pytest.warns(EstimationWarning, match="rank estimates disagree"):
+        res = identify(model.covariance(), h.dims, noise_model=None)
+    assert not res.rank_consistency.consistent
+    assert res.hierarchy.ranks == {frozenset("abc"): 1}
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_identify_and_the_sample_lattice_rule_agree_on_random_hierarchies(seed):
     # one decision rule: identify's ranks are lattice_from_tests' on the same observed ranks

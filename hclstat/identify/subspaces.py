@@ -159,7 +159,7 @@ def cross_cores(Sigma, base, ranks, Q):
 def within_cores_from_cross(s, cores, index):
     """``{m: R_m R_m^T}`` for ``|S| >= 3`` from cross cores alone.
 
-    ``A_m A_m^T = (A_m A_{m'}^T)(A_{m''} A_{m'}^T)^{-1}(A_{m''} A_m^T)``, averaged
+    ``A_m A_m^T = (A_m A_{m'}^T)(A_{m''} A_{m'}^T)^+(A_{m''} A_m^T)``, averaged
     over the ordered pairs ``(m', m'')`` of the other members.
     """
     out = {}
@@ -167,7 +167,9 @@ def within_cores_from_cross(s, cores, index):
         others = sorted(s - {m}, key=index.__getitem__)
         acc = []
         for m1, m2 in itertools.permutations(others, 2):
-            acc.append(cores[(s, m, m1)] @ np.linalg.solve(cores[(s, m2, m1)], cores[(s, m2, m)]))
+            # the pseudo-inverse: invertible under the model; a covariance that is not (the
+            # member estimates disagree and identify warns) must not stop at a singular core
+            acc.append(cores[(s, m, m1)] @ np.linalg.pinv(cores[(s, m2, m1)]) @ cores[(s, m2, m)])
         G = sum(acc) / len(acc)
         out[m] = 0.5 * (G + G.T)
     return out
