@@ -157,9 +157,10 @@ def test_gram_objective_never_increases_over_epochs(problem):
     lam = 0.05 * gl.gram_lambda_max(c, grp_ptr, grp_indices, w)
     L = gl.group_lipschitz(G, grp_ptr, grp_indices)
     beta, Gb = np.zeros(G.shape[0]), np.zeros(G.shape[0])
+    work = np.empty((max(SIZES), 1))
     f_prev = gl.gram_objective(G, c, beta, grp_ptr, grp_indices, w, lam)
     for _ in range(30):
-        gl._gram_epoch(G, c, beta, Gb, grp_ptr, grp_indices, w, L, lam)
+        gl.bcd_epoch(G, c[None, :], beta[None, :], Gb[None, :], grp_ptr, grp_indices, w, L, lam, work)
         f = gl.gram_objective(G, c, beta, grp_ptr, grp_indices, w, lam)
         assert f <= f_prev + 1e-14
         f_prev = f
