@@ -23,8 +23,6 @@ MIN_BLOCK = 6
 OVERSIZED = {
     "estimators/hcl.py": 704,
     "estimators/matrix_free.py": 1006,
-    "identify.py": 1273,
-    "kernels/group_lasso.py": 687,
 }
 #: repeated blocks that wait for the datafit interface (pairs of module paths); an entry
 #: goes when its repeat does (the test says when it is stale)
