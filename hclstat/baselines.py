@@ -86,7 +86,7 @@ class SharedPrivate(StructuredFactorAnalysis):
         n_private=1,
         *,
         noise_model="diagonal", init="spectral", acceleration="squarem",
-        max_iter=1000, tol=1e-7, random_state=None, verbose=False,
+        max_iter=10_000, tol=1e-7, random_state=None, verbose=False,
     ):
         super().__init__(
             None, noise_model=noise_model, max_iter=max_iter, tol=tol, init=init,

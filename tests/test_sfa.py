@@ -12,6 +12,7 @@ from sklearn.base import clone
 
 from hclstat import ConvergenceWarning, HierarchicalModel, Hierarchy
 from hclstat.estimators.sfa import (
+    NOISE_FLOOR,
     StructuredFactorAnalysis,
     check_rank_budget,
     count_parameters,
@@ -145,7 +146,7 @@ def _strong_d1_moments(seed):
 
 @pytest.mark.parametrize("seed", STRONG_SEEDS)
 def test_converges_on_strong_signal_at_default_budget(seed):
-    """Fails on plain EM: it warns and stops at max_iter=1000 on these seeds."""
+    """Fails on plain EM: it warns and stops at a budget of 1000 M-steps on these seeds."""
     moments = _strong_d1_moments(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -160,7 +161,8 @@ def test_plain_em_runs_out_on_strong_signal(seed):
     """The case the acceleration exists for: plain EM does not converge in 1000 steps."""
     moments = _strong_d1_moments(seed)
     with pytest.warns(ConvergenceWarning, match=r"did not converge in max_iter=1000"):
-        plain = StructuredFactorAnalysis(d1_hierarchy(), acceleration="none", random_state=seed).fit_moments(moments)
+        plain = StructuredFactorAnalysis(d1_hierarchy(), acceleration="none", max_iter=1000,
+                                         random_state=seed).fit_moments(moments)
     assert not plain.converged_ and plain.n_iter_ == 1000
     accelerated = StructuredFactorAnalysis(d1_hierarchy(), random_state=seed).fit_moments(moments)
     # the accelerated optimum is at least as likely as plain EM at its budget
@@ -383,3 +385,27 @@ def test_constant_column(rng):
     views["b"][:, 2] = 1.0
     with pytest.raises(ValueError, match=r"modality 'b' column 2: expected a positive variance, got 0\.0"):
         StructuredFactorAnalysis(h).fit(views)
+
+
+def test_a_heywood_case_converges_at_the_noise_bound():
+    """A noise variance whose likelihood supremum is at 0 (a Heywood case).
+
+    The data of the quick ``loading_rates`` check (diagonal noise, replication 9,
+    n = 1000) where the oracle did not converge: with the old floor (1e-6 of the
+    variance) EM crept towards 0 and had not converged after 20,000 M-steps; with
+    the factanal-style bound it reaches the bound (measured: 3409 M-steps).
+    """
+    from hclstat.studies import replication_seed
+
+    seed = replication_seed(20240702, 1, 9)
+    rng_model, rng_data = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
+    h = d1_hierarchy()
+    model = HierarchicalModel.random(h, singular_values=(0.5, 1.5), noise=0.5, noise_model="diagonal",
+                                     random_state=rng_model)
+    views = {m: x[:1000] for m, x in model.sample(16000, random_state=rng_data)[0].items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        sfa = StructuredFactorAnalysis(h, noise_model="diagonal", random_state=9).fit(views)
+    assert sfa.converged_ and sfa.n_iter_ > 1000  # beyond the old budget
+    share = sfa.noise_variances_["a"] / np.var(views["a"], axis=0, ddof=1)
+    assert_allclose(share.min(), NOISE_FLOOR, rtol=1e-6)  # the bound is active

@@ -32,8 +32,11 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 NOISE_MODELS = ("diagonal", "isotropic")
 INITS = ("spectral", "random")
 ACCELERATIONS = ("squarem", "none")
-#: noise variances are floored at this fraction of the feature's sample variance
-NOISE_FLOOR = 1e-6
+#: noise variances are bounded below by this share of the feature's sample variance
+#: (R's ``factanal`` default ``lower = 0.005``, and HCL's communality bound): at a
+#: Heywood case the likelihood's supremum lies at psi_j = 0 and EM creeps towards it
+#: sub-linearly without converging; with the bound the maximiser is attained
+NOISE_FLOOR = 5e-3
 #: relative size of the random perturbation added to the spectral start
 INIT_JITTER = 1e-2
 
@@ -241,9 +244,11 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
     noise_model : {"diagonal", "isotropic"}, default="diagonal"
         ``Psi_m = diag(psi_m)`` (heteroskedastic) or ``sigma_m^2 I`` (one
         variance per modality).
-    max_iter : int, default=1000
+    max_iter : int, default=10000
         Maximum number of EM steps (M-steps, the unit of cost: an accelerated
-        iteration spends three).
+        iteration spends three). Typical fits take under a hundred; a Heywood
+        case (a noise variance driven to its bound, ``NOISE_FLOOR``) approaches
+        the bound sub-linearly and can take a few thousand.
     tol : float, default=1e-7
         Stop when one EM step from the current iterate changes no loading by
         more than ``tol`` times the largest loading, no noise variance by more
@@ -315,7 +320,7 @@ class StructuredFactorAnalysis(BaseHierarchicalEstimator):
         hierarchy=None,
         *,
         noise_model="diagonal",
-        max_iter=1000,
+        max_iter=10_000,
         tol=1e-7,
         init="spectral",
         random_state=None,
