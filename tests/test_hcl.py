@@ -32,6 +32,9 @@ from hclstat import (
 )
 from hclstat.estimators.hcl import hcl_objective
 from hclstat.metrics import loading_errors
+from hclstat.moments import CovarianceDatafit
+from hclstat.penalties import pair_noise_levels
+from hclstat.solvers import RowLeastSquares
 
 D1_DIMS = {"a": 50, "b": 60, "c": 70}
 D1_RANKS = {("a", "b", "c"): 1, ("a", "b"): 1, "a": 1, "b": 1, "c": 1}
@@ -148,13 +151,8 @@ def test_learned_pattern_recovers_d1(d1, seed):
     assert est.hierarchy_ == d1
     assert est.converged_
     assert est.lattice_ is not None and est.lattice_.misfit == 0.0
-    # the penalised path was run and recorded (one row per multiplier, then the
-    # unpenalised lattice pattern, lambda = 0), and the lattice pattern is the one kept
-    path = est.selection_path_
-    lambdas = path["lambda"].to_numpy()
-    assert lambdas.size >= 2 and lambdas[-1] == 0.0
-    assert np.all(lambdas[:-1] > 0) and np.all(np.diff(lambdas[:-1]) > 0)
-    assert path["selected"].iloc[-1]
+    # the default runs no penalised path (penalty=None: it could not change the pattern)
+    assert est.selection_path_.empty
 
 
 @pytest.mark.slow
@@ -288,16 +286,20 @@ def test_penalised_steps_decrease_the_penalised_objective(d1):
     rng = np.random.default_rng(0)
     # start away from the fitted support: every block free and perturbed
     A = est.stacked_loadings() * dh[:, None] + 0.05 * rng.standard_normal((Sw.shape[0], K))
-    tau = HCL._pair_noise_levels(Sw, sl, 300)
+    dfw = CovarianceDatafit.from_matrix(Sw, d1.dims, 300)
+    tau = pair_noise_levels(dfw, 300)
     c = np.array([[2.0 * sum(tau[a, b] * np.linalg.norm(A[sl[b], j]) for b in range(M) if b != a)
                    for j in range(K)] for a in range(M)])
     free = np.ones((M, K), dtype=bool)
+    solver = RowLeastSquares(gamma=est.gamma)
     for lam in (1.0, 4.0):
         B = A.copy()
         path = [hcl_objective(Sw, B, sl, free, gamma=est.gamma, lam=lam, c=c)]
         for _ in range(15):
-            B = est._penalised(Sw, B, sl, free, lam, c, n_outer=1)
+            B, value, rejected = solver.penalised(dfw, B, free, lam * c, n_outer=1)
+            assert rejected == 0
             path.append(hcl_objective(Sw, B, sl, free, gamma=est.gamma, lam=lam, c=c))
+            assert_allclose(value, path[-1], rtol=1e-12)
         assert _is_monotone(path), np.diff(path)
         assert path[-1] < path[0]
     # at the larger multiplier the blocks of components foreign to a modality are exactly zero

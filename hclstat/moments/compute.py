@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import check_views, is_dask_array
+from ..data import check_views, is_dask_array
 
 __all__ = ["Moments", "compute_moments", "moments_from_covariance"]
 
