@@ -435,3 +435,18 @@ def test_penalised_block_step_zeroes_blocks_under_a_large_penalty(rng):
     new, _, ok = penalised_block_step(A, S, C, G, big, free, 1.0, bound, bound, 30)
     assert ok
     assert_array_equal(new, 0.0)
+
+
+def test_penalised_block_step_flags_a_step_that_does_not_majorise(rng):
+    # one trial at a curvature far below what the within term needs: the model does not
+    # majorise at its minimiser, the step is flagged (the old kernel returned it silently)
+    p, K, gamma = 30, 5, 1.0
+    S, G, C, A, lam = _penalised_case(rng, p, K, 0.05)
+    free = np.arange(K, dtype=np.int64)
+    bound = 2.0 * gamma * (3.0 * float(np.sum(A * A)) + np.linalg.norm(S, 2)) + 1e-12
+    new, L, ok = penalised_block_step(A, S, C, G, lam, free, gamma, 1e-6 * bound, bound, 1)
+    ref, L_ref, ok_ref = penalised_block_step_reference(A.copy(), S, C, G, lam, free, gamma, 1e-6 * bound, bound, 1)
+    assert not ok and not ok_ref and L == L_ref
+    assert_allclose(new, ref, rtol=1e-10, atol=1e-10)
+    # and accepting it would have raised the objective: why the caller must reject it
+    assert _penalised_value(new, S, C, G, lam, free, gamma) > _penalised_value(A, S, C, G, lam, free, gamma)
