@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .compute import _slices
+
 __all__ = ["Datafit", "require"]
 
 
@@ -69,24 +71,19 @@ class Datafit:
     """Common structure of every moment source (see the module docstring).
 
     Subclasses set ``modalities`` (tuple of str), ``dims`` (dict of str to
-    int), ``n_samples`` (int) and ``scales`` (stacked (p,) array or None) and
-    implement the operations they can; the generic ones here are derived
-    from :meth:`cross` and :meth:`diag`.
+    int) and ``n_samples`` (int) and implement the operations they can; the
+    generic ones here are derived from :meth:`cross`, :meth:`diag` and
+    :meth:`top_eigh`.
     """
 
     modalities: tuple = ()
     dims: dict = {}
     n_samples: int = 0
-    scales = None
 
     @property
     def slices(self):
         """``{modality: slice}`` of the stacked features."""
-        out, start = {}, 0
-        for m in self.modalities:
-            out[m] = slice(start, start + self.dims[m])
-            start += self.dims[m]
-        return out
+        return _slices(self.modalities, self.dims)
 
     @property
     def n_features(self):

@@ -46,11 +46,7 @@ class Moments:
 
     @property
     def slices(self):
-        out, start = {}, 0
-        for m in self.modalities:
-            out[m] = slice(start, start + self.dims[m])
-            start += self.dims[m]
-        return out
+        return _slices(self.modalities, self.dims)
 
     @property
     def has_missing(self):
