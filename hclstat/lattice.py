@@ -279,7 +279,7 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
         # Krylov starts (wide blocks only) from a child stream: the permutations keep the stream itself
         random_state = check_random_state(random_state)
         null = CentredData(X, means={m: np.zeros(a.shape[1]) for m, a in X.items()},
-                           random_state=random_state.spawn(1)[0])
+                           random_state=random_state.spawn(1)[0], dense_nulls=True)
         if moments is None:
             moments = _moments_of_centred(X)
     return datafit_lattice(CovarianceDatafit(moments), null=null, n_permutations=n_permutations,

@@ -26,7 +26,6 @@ from hclstat.factor_analysis import fa_noise
 from hclstat.estimators.hcl import hcl_objective
 from hclstat.estimators.matrix_free import CentredData, MatrixFreeHCL, block_lanczos
 from hclstat.metrics import loading_errors
-import hclstat.moments.data as data_module
 from hclstat.moments import CovarianceDatafit
 from hclstat.lattice import bound_test, permutation_test
 from hclstat.solvers import ProductMajoriseMinimise, RowLeastSquares, gaussian_bic
@@ -92,7 +91,7 @@ def test_operator_products_equal_dense_products(small, rng):
     assert_allclose(sub.cross("b", "a", Y), Xc["b"].T @ (Xc["a"] @ Y) / 149, rtol=0, atol=1e-10 * scale * 20)
 
 
-def test_block_lanczos_matches_dense_spectra(small, rng, monkeypatch):
+def test_block_lanczos_matches_dense_spectra(small, rng):
     views, mom = small
     op = CentredData(views)
     S, sl = mom.covariance, mom.slices
@@ -110,13 +109,13 @@ def test_block_lanczos_matches_dense_spectra(small, rng, monkeypatch):
     Xc = {m: views[m] - mom.means[sl[m]] for m in "abc"}
     XU = np.hstack([Xc["b"], Xc["c"]])
     dense = [np.linalg.norm(Xc["a"].T @ XU[p] / 399, 2) for p in perms]
-    # narrow blocks: formed in single precision (documented: ~1e-8 relative, well inside 1e-6)
-    assert_allclose(op.permutation_nulls("a", ["b", "c"], perms), dense, rtol=1e-6)
-    assert_allclose(op.permutation_nulls("a", ["c"], perms), [np.linalg.norm(Xc["a"].T @ Xc["c"][p] / 399, 2)
-                                                              for p in perms], rtol=1e-6)
-    # wide blocks: block Lanczos from products, in double precision
-    monkeypatch.setattr(data_module, "_DENSE_NULL_ENTRIES", 0)
-    assert_allclose(CentredData(views).permutation_nulls("a", ["b", "c"], perms, random_state=2), dense, rtol=1e-8)
+    # block Lanczos from products, in double precision
+    assert_allclose(op.permutation_nulls("a", ["b", "c"], perms, random_state=2), dense, rtol=1e-8)
+    # dense single-precision nulls (the rows behind HCL; documented: ~1e-8 relative, well inside 1e-6)
+    dense_op = CentredData(views, dense_nulls=True)
+    assert_allclose(dense_op.permutation_nulls("a", ["b", "c"], perms), dense, rtol=1e-6)
+    assert_allclose(dense_op.permutation_nulls("a", ["c"], perms),
+                    [np.linalg.norm(Xc["a"].T @ Xc["c"][p] / 399, 2) for p in perms], rtol=1e-6)
     # a symmetric indefinite operator: largest algebraic eigenvalues
     M = rng.standard_normal((60, 60))
     M = M + M.T

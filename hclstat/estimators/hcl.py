@@ -317,4 +317,4 @@ def _row_source(arrays, moments, rows, rng):
         if moments.has_missing:
             x = np.where(np.isnan(x), moments.means[sl[m]], x)
         views[m] = x
-    return CentredData(views, means={m: moments.means[sl[m]] for m in arrays}, random_state=rng)
+    return CentredData(views, means={m: moments.means[sl[m]] for m in arrays}, random_state=rng, dense_nulls=True)

@@ -23,9 +23,6 @@ __all__ = ["CentredData"]
 
 #: rows per gathered chunk hold about this many float64 entries (row subsets only)
 _CHUNK_ENTRIES = 1 << 18
-#: permutation nulls are formed densely (single precision) while they hold at most
-#: this many entries in all and one side is narrow; block Lanczos otherwise
-_DENSE_NULL_ENTRIES = 1 << 23
 #: Hutchinson probes per modality for the objective constant
 _N_PROBES = 16
 
@@ -56,6 +53,10 @@ class CentredData(Datafit):
 
     random_state : int, Generator or None
         Stream of the random Krylov starts (shared with every derived view).
+    dense_nulls : bool
+        Form the permutation nulls as dense single-precision products (a
+        ``p_a x p_U`` block per permutation: the fast choice for the rows
+        behind dense moments) instead of block Lanczos from products.
 
     Notes
     -----
@@ -63,7 +64,8 @@ class CentredData(Datafit):
     when a column's mean dwarfs its spread; standardise such columns first.
     """
 
-    def __init__(self, views, *, means=None, scales=None, rows=None, ddof=1, random_state=None):
+    def __init__(self, views, *, means=None, scales=None, rows=None, ddof=1, random_state=None,
+                 dense_nulls=False):
         arrays = {}
         n = None
         for m, x in views.items():
@@ -92,6 +94,7 @@ class CentredData(Datafit):
         self.scales = None if scales is None else {m: np.asarray(scales[m], dtype=np.float64) for m in self.modalities}
         self._variances, self._norms, self._nulls = {}, {}, (None, None, None)
         self.random_state = check_random_state(random_state)
+        self.dense_nulls = bool(dense_nulls)
 
     # --------------------------------------------------------- derived views
     def _derive(self, **changes):
@@ -313,17 +316,16 @@ class CentredData(Datafit):
         """Spectral norms of the permutation nulls ``X_{a,c}^T X_{U,c}[perm] / (n - ddof)``.
 
         One value per permutation (row ``i`` of ``x_U`` is moved to ``perm[i]``'s
-        place, the statistic itself unchanged). Narrow blocks: the nulls of
+        place, the statistic itself unchanged). With ``dense_nulls`` the nulls of
         ``a`` against all other modalities are formed once per ``perms`` in single
         precision (the top singular value of a null moves by ~1e-8 relative,
         measured at n = 500 and 5000, against a Monte Carlo spread of several per
-        cent) and each ``U`` takes its columns; wide blocks: block Lanczos
+        cent) and each ``U`` takes its columns; otherwise block Lanczos
         advanced on all permutations together, from products.
         """
         others = list(others)
         pa, pu = self.dims[a], sum(self.dims[o] for o in others)
-        pw = sum(self.dims[o] for o in self.modalities if o != a)
-        if min(pa, pw) < _LANCZOS_MIN_DIM and pa * pw * len(perms) <= _DENSE_NULL_ENTRIES:
+        if self.dense_nulls:
             cols, nulls = self._dense_nulls(a, perms)
             idx = np.concatenate([cols[o] for o in others])
             return _top_singular_value_each([null[:, idx] for null in nulls])
