@@ -341,3 +341,19 @@ def test_a_solver_names_the_datafit_operations_it_lacks(small):
         permutation_test(data, dense, {})
     with pytest.raises(TypeError, match=r"the bound threshold policy needs the datafit operations \['null_bound'\]"):
         bound_test(data)
+
+
+def test_product_solver_rejects_a_step_that_does_not_majorise(small):
+    # the majoriser of the product solver starts at a curvature bound and measured, holds at the
+    # first trial; with no trial allowed (max_doublings=0) no step can be certified, and every
+    # one must be rejected and counted, leaving the loadings and the objective as they were,
+    # and an unchanged objective after rejected steps is not convergence
+    views, _ = small
+    h = Hierarchy({"a": 20, "b": 30, "c": 25}, RANKS)
+    support = support_of(h)
+    A0 = 0.5 * np.random.default_rng(1).standard_normal((75, 5)) * np.repeat(support, [20, 30, 25], axis=0)
+    A, info = ProductMajoriseMinimise(max_iter=3, max_doublings=0).fit(CentredData(views, random_state=0), A0, support)
+    assert info.n_rejected == 3 * 3  # every modality in every alternation
+    assert info.n_iter == 3 and not info.converged
+    assert_allclose(A, A0, rtol=0, atol=0)
+    assert np.ptp(info.objective_path) == 0.0

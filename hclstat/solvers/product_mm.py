@@ -167,7 +167,8 @@ class ProductMajoriseMinimise(Solver):
         converged, beta, it, taus, rejected = False, 0.5, 0, {}, 0
         for it in range(1, self.max_iter + 1):
             A_prev, Z_prev = st.A.copy(), [z.copy() for z in st.Z]
-            rejected += self._sweep(df, st, support, snorm, diags, None, taus)
+            swept = self._sweep(df, st, support, snorm, diags, None, taus)
+            rejected += swept
             cur = self.objective(df, st, diags)
             if it > 1:
                 ext = st.extrapolated(A_prev, Z_prev, beta, sl)
@@ -178,7 +179,8 @@ class ProductMajoriseMinimise(Solver):
                 else:
                     beta = max(0.5 * beta, 0.05)
             path.append(cur)
-            if abs(path[-2] - path[-1]) <= self.tol * max(abs(path[-1] + const), floor):
+            # a sweep with rejected steps has not shown that the blocks cannot move
+            if not swept and abs(path[-2] - path[-1]) <= self.tol * max(abs(path[-1] + const), floor):
                 converged = True
                 break
         return st.A, FitInfo(it, converged, path, constant=const, n_rejected=rejected)
@@ -196,9 +198,10 @@ class ProductMajoriseMinimise(Solver):
         prev = cur = self.objective(df, st, diags, lamv)
         taus, rejected = {}, 0
         for _ in range(n_outer):
-            rejected += self._sweep(df, st, free, snorm, diags, lamv, taus)
+            swept = self._sweep(df, st, free, snorm, diags, lamv, taus)
+            rejected += swept
             cur = self.objective(df, st, diags, lamv)
-            if prev - cur <= self.tol * max(abs(cur), 1e-300):
+            if not swept and prev - cur <= self.tol * max(abs(cur), 1e-300):
                 break
             prev = cur
         return st.A, cur, rejected

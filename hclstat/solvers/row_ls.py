@@ -155,6 +155,7 @@ class RowLeastSquares(Solver):
         Ls = [None] * M
         rejected = 0
         for _ in range(n_outer):
+            swept = 0
             for a in range(M):
                 Aa = np.ascontiguousarray(A[sl[a]])
                 G, C = cross_terms(Sw, A, sl, a)
@@ -166,10 +167,11 @@ class RowLeastSquares(Solver):
                     A[sl[a]] = new
                     Ls[a] = L
                 else:  # keep the block; start the next step from the global bound
-                    rejected += 1
+                    swept += 1
                     Ls[a] = 4.0 * bound
+            rejected += swept
             cur = hcl_objective(Sw, A, sl, free, gamma=g, lam=lam, c=c)
-            if prev - cur <= max(self.tol, PATH_TOL) * max(abs(cur), 1e-300):
+            if not swept and prev - cur <= max(self.tol, PATH_TOL) * max(abs(cur), 1e-300):
                 break
             prev = cur
         return A, cur, rejected
