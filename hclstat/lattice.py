@@ -16,6 +16,13 @@ Specific ranks come from the within-modality covariance against the noise
 model: the number of eigenvalues of the noise-whitened covariance above the
 upper 1% Tracy-Widom quantile of the top eigenvalue of a white-noise
 covariance of the same ``n`` and ``p``.
+
+One algorithm (:func:`lattice_from_tests`) takes its tests from a threshold
+policy; both policies here read a datafit (:mod:`hclstat.moments.base`):
+:func:`permutation_test` (row-permutation nulls from a row source) and
+:func:`bound_test` (an analytic null bound, no rows). :func:`datafit_lattice`
+and :func:`datafit_specific_ranks` are what the estimators call;
+:func:`rank_lattice` and :func:`specific_ranks` are their array / Moments forms.
 """
 
 from __future__ import annotations
@@ -28,9 +35,26 @@ import pandas as pd
 
 from .factor_analysis import fa_noise as _fa_noise
 from .hierarchy import Hierarchy
-from .utils import _LANCZOS_MIN_DIM, check_random_state, eigenvalues_above, singular_values_above, top_eigh, top_singular_values
+from .moments.base import require
+from .moments.compute import Moments
+from .moments.covariance import CovarianceDatafit
+from .moments.data import CentredData
+from .utils import check_random_state
 
-__all__ = ["RankLattice", "rank_lattice", "lattice_from_tests", "implied_rank", "mobius_estimates", "specific_ranks", "fit_structure_ranks", "noise_whitened_rank"]
+__all__ = [
+    "RankLattice",
+    "bound_test",
+    "datafit_lattice",
+    "datafit_specific_ranks",
+    "fit_structure_ranks",
+    "implied_rank",
+    "lattice_from_tests",
+    "mobius_estimates",
+    "noise_whitened_rank",
+    "permutation_test",
+    "rank_lattice",
+    "specific_ranks",
+]
 
 
 @dataclass
@@ -156,6 +180,62 @@ def fit_structure_ranks(observed_ranks, modalities, start):
     return {s: k for s, k in ranks.items() if k > 0}, best
 
 
+def permutation_test(datafit, null, perms, *, z=None, max_count=None):
+    """Threshold policy: row-permutation nulls of the cross-covariance itself.
+
+    The threshold of ``(m, U)`` is ``null_threshold`` of the top singular values
+    of ``null``'s permuted ``S_{m,U}`` (permutations ``perms[m]``), rescaled by
+    ``sqrt((n_null - 1) / (n - 1))`` when ``null`` holds a row subsample (the
+    spectral norm of the cross-covariance of independent blocks scales as
+    ``n^{-1/2}``; first-order correct). ``datafit`` supplies the observed values.
+    """
+    require(null, ["permutation_nulls"], "the permutation threshold policy")
+    require(datafit, ["cross_singular_values"], "the rank lattice")
+    n, n_null = datafit.n_samples, null.n_samples
+    scale = np.sqrt((n_null - 1) / (n - 1))
+
+    def test(m, others):
+        tau = scale * null_threshold(null.permutation_nulls(m, others, perms[m]), z)
+        return tau, datafit.cross_singular_values(m, others, tau, max_count=max_count)
+
+    return test
+
+
+def bound_test(datafit, *, max_count=None):
+    """Threshold policy without rows: the datafit's analytic null bound of ``S_{m,U}``."""
+    require(datafit, ["null_bound", "cross_singular_values"], "the bound threshold policy")
+
+    def test(m, others):
+        tau = datafit.null_bound(m, others)
+        return tau, datafit.cross_singular_values(m, others, tau, max_count=max_count)
+
+    return test
+
+
+def datafit_lattice(datafit, *, null=None, n_permutations=10, max_rank=None, random_state=None, level=0.01):
+    """The rank lattice of a datafit.
+
+    With a row source ``null`` (a datafit with ``permutation_nulls``, e.g.
+    :class:`~hclstat.moments.data.CentredData` on a row subsample) the
+    thresholds are permutation nulls (:func:`permutation_test`), the
+    permutations drawn from ``random_state`` modality by modality before
+    anything else; without one, the analytic bound (:func:`bound_test`).
+    See :func:`rank_lattice` for ``level`` and ``max_rank``.
+    """
+    mods = list(datafit.modalities)
+    if len(mods) < 2:
+        raise ValueError(f"rank lattice: need at least 2 modalities, got {len(mods)}")
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations: expected a positive integer, got {n_permutations}")
+    if null is None:
+        test = bound_test(datafit, max_count=max_rank)
+    else:
+        rng = check_random_state(random_state)
+        perms = {m: [rng.permutation(null.n_samples) for _ in range(n_permutations)] for m in mods}
+        test = permutation_test(datafit, null, perms, z=lattice_z(level, len(mods)), max_count=max_rank)
+    return lattice_from_tests(mods, test, max_rank=max_rank)
+
+
 def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None, random_state=None, level=0.01):
     """Estimate the non-specific ranks from centred data.
 
@@ -190,90 +270,29 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
     -------
     RankLattice
     """
-    rng = check_random_state(random_state)
-    if arrays is None:
-        if moments is None:
-            raise ValueError("rank lattice: pass the centred views (arrays) or their moments")
-        mods = list(moments.modalities)
-    else:
-        mods = list(arrays)
-    if len(mods) < 2:
-        raise ValueError(f"rank lattice: need at least 2 modalities, got {len(mods)}")
-    if n_permutations < 1:
-        raise ValueError(f"n_permutations: expected a positive integer, got {n_permutations}")
+    if arrays is None and moments is None:
+        raise ValueError("rank lattice: pass the centred views (arrays) or their moments")
+    null = None
     if arrays is not None:
         X = {m: np.asarray(a, dtype=np.float64) for m, a in arrays.items()}
         X = {m: np.nan_to_num(a) if np.isnan(np.add.reduce(a, axis=0)).any() else a for m, a in X.items()}
-        n_null = next(iter(X.values())).shape[0]
-        dims = {m: X[m].shape[1] for m in mods}
-        n = moments.n_samples if moments is not None else n_null
-        # nulls from a row subsample are rescaled to n: the spectral norm of the
-        # cross-covariance of independent blocks scales as n^{-1/2}
-        null_scale = np.sqrt((n_null - 1) / (n - 1))
-    else:
-        n = moments.n_samples
-        dims = dict(moments.dims)
-    z_level = lattice_z(level, len(mods))
-    state = {}
+        # Krylov starts (wide blocks only) from a child stream: the permutations keep the stream itself
+        random_state = check_random_state(random_state)
+        null = CentredData(X, means={m: np.zeros(a.shape[1]) for m, a in X.items()},
+                           random_state=random_state.spawn(1)[0], dense_nulls=True)
+        if moments is None:
+            moments = _moments_of_centred(X)
+    return datafit_lattice(CovarianceDatafit(moments), null=null, n_permutations=n_permutations,
+                           max_rank=max_rank, random_state=random_state, level=level)
 
-    def prepare(m):
-        """The cross-covariance of ``m`` with all others and its null levels (drawn once per ``m``)."""
-        W = _others(mods, m)
-        cols, start = {}, 0
-        for o in W:
-            cols[o] = np.arange(start, start + dims[o])
-            start += dims[o]
-        if moments is not None:
-            cross = np.concatenate([moments.block(m, o) for o in W], axis=1)
-        if arrays is not None:
-            if moments is None:
-                cross = X[m].T @ np.concatenate([X[o] for o in W], axis=1) / (n - 1)
-            # X_m^T X_W[perm] = X_m[perm^{-1}]^T X_W: the side with fewer columns is
-            # the one shuffled (the same null, a smaller copy). The products run, and
-            # the nulls are kept, in single precision (half the time and memory): the
-            # top singular value of a null moves by ~1e-8 relative (measured at
-            # n = 500 and 5000), while the threshold's own Monte Carlo spread is
-            # several per cent. Their spectra are computed in double precision.
-            Xm32 = X[m].astype(np.float32)
-            XW32 = np.concatenate([X[o] for o in W], axis=1, dtype=np.float32)
-            nulls = []
-            for _ in range(n_permutations):
-                perm = rng.permutation(n_null)
-                if dims[m] <= XW32.shape[1]:
-                    inverse = np.empty_like(perm)
-                    inverse[perm] = np.arange(n_null)
-                    null = Xm32[inverse].T @ XW32
-                else:
-                    null = Xm32.T @ XW32[perm]
-                null /= n_null - 1
-                nulls.append(null)
-            del Xm32, XW32
 
-            def null_level(idx):
-                tops = _top_singular_value_each([null[:, idx] for null in nulls])
-                return null_scale * null_threshold(tops, z_level)
-        else:
-            Smm = moments.block(m, m)
-            tr_m, top_m = float(np.trace(Smm)), float(np.linalg.norm(Smm, 2))
-            SWW = np.block([[moments.block(a, b) for b in W] for a in W])
-
-            def null_level(idx):
-                # E||X_m^T X_U|| / n for independent blocks (Gaussian comparison bound)
-                SU = SWW[np.ix_(idx, idx)]
-                tr_u, top_u = float(np.trace(SU)), float(np.linalg.norm(SU, 2))
-                return (np.sqrt(tr_m * top_u) + np.sqrt(tr_u * top_m)) / np.sqrt(n)
-        return cols, cross, null_level
-
-    def test(m, others):
-        if state.get("m") != m:
-            state.clear()
-            state.update(m=m, parts=prepare(m))
-        cols, cross, null_level = state["parts"]
-        idx = np.concatenate([cols[o] for o in others])
-        tau = null_level(idx)
-        return tau, singular_values_above(cross[:, idx], tau)
-
-    return lattice_from_tests(mods, test, max_rank=max_rank)
+def _moments_of_centred(X):
+    """:class:`Moments` of views that are centred already (``X^T X / (n - 1)``)."""
+    mods = tuple(X)
+    Xs = np.concatenate([X[m] for m in mods], axis=1)
+    n = Xs.shape[0]
+    return Moments(mods, {m: X[m].shape[1] for m in mods}, Xs.T @ Xs / (n - 1), n, np.zeros(Xs.shape[1]),
+                   None, {m: None for m in mods})
 
 
 def lattice_from_tests(modalities, test, *, max_rank=None):
@@ -316,17 +335,6 @@ def lattice_from_tests(modalities, test, *, max_rank=None):
         misfit=misfit,
         thresholds=thresholds,
     )
-
-
-def _top_singular_value_each(mats):
-    """Largest singular value of each of several equal-shape matrices: one batched
-    LAPACK call on the smaller Gram side for small matrices, Lanczos for each large one."""
-    rows, cols = mats[0].shape
-    if min(rows, cols) >= _LANCZOS_MIN_DIM:
-        return np.array([top_singular_values(c, 1)[0] for c in mats])
-    stack = np.stack(mats).astype(np.float64, copy=False)
-    gram = stack @ stack.transpose(0, 2, 1) if rows <= cols else stack.transpose(0, 2, 1) @ stack
-    return np.sqrt(np.clip(np.linalg.eigvalsh(gram)[:, -1], 0.0, None))
 
 
 #: upper quantiles of the Tracy-Widom (beta = 1) law
@@ -376,18 +384,25 @@ def noise_whitened_rank(S, n, *, noise_model="diagonal", alpha=0.01, max_rank=No
     psi : ndarray of shape (p,)
         Noise variances of the rank-``rank`` fit.
     """
-    p = S.shape[0]
+    return _whitened_rank(CovarianceDatafit.from_matrix(S, {"m": S.shape[0]}, n), "m", n,
+                          noise_model=noise_model, alpha=alpha, max_rank=max_rank)
+
+
+def _whitened_rank(datafit, m, n, *, noise_model, alpha, max_rank):
+    """:func:`noise_whitened_rank` of modality ``m`` of a datafit (``fa_noise``, ``top_eigh``,
+    ``eigenvalues_above``, ``diag``)."""
+    p = datafit.dims[m]
     cap = p - 1 if max_rank is None else min(int(max_rank), p - 1)
     null_top = white_noise_edge(n - 1, p, alpha=alpha)
-    trace = float(np.trace(S))
+    trace = float(np.sum(datafit.diag(m)))
     r = 0
     while True:
         if noise_model == "isotropic":  # mean of the p - r smallest eigenvalues
-            psi = np.full(p, (trace - float(np.sum(top_eigh(S, r)[0]))) / (p - r))
+            psi = np.full(p, (trace - float(np.sum(datafit.top_eigh(m, r)[0]))) / (p - r))
         else:
-            psi = _fa_noise(S, r)
-        d = 1.0 / np.sqrt(psi)
-        count = min(int(np.sum(eigenvalues_above(S * d[:, None] * d[None, :], null_top) > null_top)), cap)
+            psi = datafit.fa_noise(m, r)
+        above = datafit.eigenvalues_above(m, null_top, q=1.0 / np.sqrt(psi))
+        count = min(int(np.sum(above > null_top)), cap)
         if count <= r:
             return r, psi
         r = count if r == 0 else r + 1
@@ -429,6 +444,12 @@ def lrt_rank(S, n, *, alpha=0.01, max_rank=None):
 
 
 def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, max_rank=None):
+    """:func:`datafit_specific_ranks` of :class:`~hclstat.moments.Moments`."""
+    return datafit_specific_ranks(CovarianceDatafit(moments), nonspecific, noise_model=noise_model,
+                                  alpha=alpha, max_rank=max_rank)
+
+
+def datafit_specific_ranks(datafit, nonspecific, *, noise_model="diagonal", alpha=0.01, max_rank=None):
     """Specific ranks: within-modality signal rank minus the non-specific ranks.
 
     Each modality is tested at level ``alpha / M`` (family-wise ``alpha``).
@@ -437,17 +458,24 @@ def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, 
     :func:`noise_whitened_rank`, or, for a diagonal noise model and a modality
     with ``p_m^2 <= n`` (few columns, where the chi-square approximation holds
     and a concentrated factor can hide in one unique variance), the sequential
-    likelihood-ratio test :func:`lrt_rank`.
+    likelihood-ratio test :func:`lrt_rank` on the block itself (``dense_block``).
+    ``n`` is the block's row count (``count(m, m)``).
+
+    Returns
+    -------
+    specific : dict of frozenset to int
+    total : dict of str to int
+        Within-modality ranks.
     """
+    require(datafit, ["diag", "fa_noise", "top_eigh", "eigenvalues_above"], "the specific-rank tests")
     out, total = {}, {}
-    alpha = specific_level(alpha, len(moments.modalities))
-    for m in moments.modalities:
-        S = moments.block(m, m)
-        n = moments.block_count(m, m)
-        if noise_model == "diagonal" and S.shape[0] ** 2 <= n:
-            r = lrt_rank(S, n, alpha=alpha, max_rank=max_rank)
+    alpha = specific_level(alpha, len(datafit.modalities))
+    for m in datafit.modalities:
+        n = datafit.count(m, m)
+        if noise_model == "diagonal" and datafit.dims[m] ** 2 <= n:
+            r = lrt_rank(datafit.dense_block(m), n, alpha=alpha, max_rank=max_rank)
         else:
-            r, _ = noise_whitened_rank(S, n, noise_model=noise_model, alpha=alpha, max_rank=max_rank)
+            r, _ = _whitened_rank(datafit, m, n, noise_model=noise_model, alpha=alpha, max_rank=max_rank)
         ns = sum(k for s, k in nonspecific.items() if m in s)
         total[m] = r
         out[frozenset([m])] = max(0, r - ns)

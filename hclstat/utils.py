@@ -8,6 +8,7 @@ import numpy as np
 
 __all__ = [
     "check_random_state",
+    "random_streams",
     "eigenvalues_above",
     "singular_values_above",
     "top_eigh",
@@ -142,3 +143,18 @@ def top_eigh(S, k):
             pass
     w, V = eigh(S, subset_by_index=[p - k, p - 1])
     return w[::-1], V[:, ::-1]
+
+
+def random_streams(random_state, k):
+    """``k`` independent Generators derived from ``random_state``.
+
+    An int, ``None`` or a :class:`numpy.random.SeedSequence` is spawned
+    (``SeedSequence(random_state).spawn(k)``), so the same int gives the same
+    streams and no two streams replay one another; a Generator spawns ``k``
+    children (its own stream is not advanced).
+    """
+    if isinstance(random_state, np.random.SeedSequence):
+        return [np.random.default_rng(s) for s in random_state.spawn(k)]
+    if random_state is None or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
+        return [np.random.default_rng(s) for s in np.random.SeedSequence(random_state).spawn(k)]
+    return check_random_state(random_state).spawn(k)

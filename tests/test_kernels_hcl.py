@@ -21,6 +21,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_limits
 
 from hclstat import HCL, HierarchicalModel, Hierarchy
+from hclstat.moments import CovarianceDatafit
 from hclstat.kernels.hcl import (
     block_objective,
     group_bcd,
@@ -30,6 +31,8 @@ from hclstat.kernels.hcl import (
     row_ls_sweep,
     row_ls_sweep_reference,
 )
+from hclstat.penalties import pair_noise_levels
+from hclstat.solvers.row_ls import cross_terms
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -227,9 +230,9 @@ def test_group_bcd_certified_by_cvxpy(rng, K, lam_ratio, free_case):
 def hcl_block():
     """The penalised block sub-problem of modality ``a`` at a fitted HCL state on design D1.
 
-    Assembled exactly as :meth:`HCL._penalised` does (majorised within term,
-    every column free), with the noise-level block weights
-    ``c_aj = 2 sum_b tau_ab ||A_bj||`` (``tau`` from :meth:`HCL._pair_noise_levels`).
+    Assembled exactly as :meth:`hclstat.solvers.RowLeastSquares.penalised` does
+    (majorised within term, every column free), with the noise-level block weights
+    ``c_aj = 2 sum_b tau_ab ||A_bj||`` (``tau`` from :func:`hclstat.penalties.pair_noise_levels`).
     """
     h = Hierarchy({"a": 50, "b": 60, "c": 70}, {("a", "b", "c"): 1, ("a", "b"): 1, "a": 1, "b": 1, "c": 1})
     model = HierarchicalModel.random(h, loading_scale=0.3, random_state=3)
@@ -244,12 +247,12 @@ def hcl_block():
     Sw = S * dh[:, None] * dh[None, :]
     Aw = est.stacked_loadings() * dh[:, None]
     M, K = len(mods), h.n_components
-    tau = HCL._pair_noise_levels(Sw, sl, 500)
+    tau = pair_noise_levels(CovarianceDatafit.from_matrix(Sw, h.dims, 500), 500)
     c = np.array([[2.0 * sum(tau[a, b] * np.linalg.norm(Aw[sl[b], j]) for b in range(M) if b != a)
                    for j in range(K)] for a in range(M)])
     a, g = 0, 1.0
     Aa = Aw[sl[a]]
-    G, C = HCL._cross_terms(Sw, Aw, sl, a)
+    G, C = cross_terms(Sw, Aw, sl, a)
     Saa = Sw[sl[a], sl[a]]
     E = Saa - Aa @ Aa.T
     np.fill_diagonal(E, 0.0)
@@ -412,9 +415,9 @@ def test_penalised_block_step_matches_reference(rng, free_case, lam_ratio, start
     A[:, np.setdiff1d(np.arange(K), free)] = 0.0
     bound = 2.0 * gamma * (3.0 * float(np.sum(A * A)) + np.linalg.norm(S, 2)) + 1e-12
     L0 = bound if start == "bound" else 1e-3 * bound  # "small": backtracking must double L
-    new, L = penalised_block_step(A, S, C, G, lam, free, gamma, L0, bound, 30)
-    ref, L_ref = penalised_block_step_reference(A.copy(), S, C, G, lam, free, gamma, L0, bound, 30)
-    assert L == L_ref
+    new, L, ok = penalised_block_step(A, S, C, G, lam, free, gamma, L0, bound, 30)
+    ref, L_ref, ok_ref = penalised_block_step_reference(A.copy(), S, C, G, lam, free, gamma, L0, bound, 30)
+    assert L == L_ref and ok and ok_ref
     assert_allclose(new, ref, rtol=1e-10, atol=1e-10)
     # a majorise-minimise step: the penalised objective does not increase
     before = _penalised_value(A, S, C, G, lam, free, gamma)
@@ -430,5 +433,21 @@ def test_penalised_block_step_zeroes_blocks_under_a_large_penalty(rng):
     free = np.arange(K, dtype=np.int64)
     big = np.full(K, 1e6)
     bound = 2.0 * (3.0 * float(np.sum(A * A)) + np.linalg.norm(S, 2)) + 1e-12
-    new, _ = penalised_block_step(A, S, C, G, big, free, 1.0, bound, bound, 30)
+    new, _, ok = penalised_block_step(A, S, C, G, big, free, 1.0, bound, bound, 30)
+    assert ok
     assert_array_equal(new, 0.0)
+
+
+def test_penalised_block_step_flags_a_step_that_does_not_majorise(rng):
+    # one trial at a curvature far below what the within term needs: the model does not
+    # majorise at its minimiser, the step is flagged (the old kernel returned it silently)
+    p, K, gamma = 30, 5, 1.0
+    S, G, C, A, lam = _penalised_case(rng, p, K, 0.05)
+    free = np.arange(K, dtype=np.int64)
+    bound = 2.0 * gamma * (3.0 * float(np.sum(A * A)) + np.linalg.norm(S, 2)) + 1e-12
+    new, L, ok = penalised_block_step(A, S, C, G, lam, free, gamma, 1e-6 * bound, bound, 1)
+    ref, L_ref, ok_ref = penalised_block_step_reference(A.copy(), S, C, G, lam, free, gamma, 1e-6 * bound, bound, 1)
+    assert not ok and not ok_ref and L == L_ref
+    assert_allclose(new, ref, rtol=1e-10, atol=1e-10)
+    # and accepting it would have raised the objective: why the caller must reject it
+    assert _penalised_value(new, S, C, G, lam, free, gamma) > _penalised_value(A, S, C, G, lam, free, gamma)

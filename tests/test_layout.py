@@ -18,16 +18,6 @@ MAX_LINES = 600
 #: a block repeated at least this many significant lines is a duplicate
 MIN_BLOCK = 6
 
-#: modules still above the limit, with the size they may not exceed while they wait
-#: to be split; an entry goes when its module is split (the test says when it is stale)
-OVERSIZED = {
-    "estimators/hcl.py": 704,
-    "estimators/matrix_free.py": 1006,
-}
-#: repeated blocks that wait for the datafit interface (pairs of module paths); an entry
-#: goes when its repeat does (the test says when it is stale)
-KNOWN_REPEATS = {("estimators/hcl.py", "estimators/matrix_free.py")}
-
 _SKIP = re.compile(r"^(#.*|[\)\]\}\(\[\{,:]+|(from \S+ )?import .*|\"\"\"|''')$")
 
 
@@ -76,26 +66,15 @@ def test_no_module_exceeds_the_line_limit():
     for p in _modules():
         n = len(p.read_text(encoding="utf-8").splitlines())
         rel = p.relative_to(PACKAGE).as_posix()
-        cap = OVERSIZED.get(rel, MAX_LINES)
-        if n > cap:
+        if n > MAX_LINES:
             too_long[rel] = n
-    assert not too_long, f"modules over {MAX_LINES} lines (or grown past their recorded size): {too_long}"
-
-
-def test_oversized_list_is_not_stale():
-    present = {p.relative_to(PACKAGE).as_posix(): len(p.read_text(encoding="utf-8").splitlines()) for p in _modules()}
-    stale = [m for m in OVERSIZED if present.get(m, 0) <= MAX_LINES]
-    assert not stale, f"split or gone, remove from OVERSIZED: {stale}"
+    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
 
 
 def test_no_block_is_written_twice():
     pairs = repeated_blocks(_modules())
-    files = {(a.relative_to(PACKAGE).as_posix(), b.relative_to(PACKAGE).as_posix()) for (a, _), (b, _) in pairs}
-    shown = [f"{a.relative_to(PACKAGE)}:{la} ~ {b.relative_to(PACKAGE)}:{lb}" for (a, la), (b, lb) in pairs
-             if (a.relative_to(PACKAGE).as_posix(), b.relative_to(PACKAGE).as_posix()) not in KNOWN_REPEATS]
+    shown = [f"{a.relative_to(PACKAGE)}:{la} ~ {b.relative_to(PACKAGE)}:{lb}" for (a, la), (b, lb) in pairs]
     assert not shown, f"blocks of {MIN_BLOCK}+ identical lines repeated: {shown}"
-    stale = sorted(KNOWN_REPEATS - files)
-    assert not stale, f"no longer repeated, remove from KNOWN_REPEATS: {stale}"
 
 
 def test_the_detector_finds_a_planted_repeat(tmp_path):

@@ -247,9 +247,18 @@ def penalised_block_step(A, S, C, G, lam, free, gamma, L, bound, max_halvings):
     ``sum_j lam_j ||A_j||``. ``h`` is replaced by its quadratic model at
     ``A`` with curvature ``L`` (doubled until it majorises ``h`` at the
     solution, at most ``max_halvings`` times), and the resulting group-lasso
-    block problem is solved exactly by :func:`group_bcd`. Returns the new
-    block and the accepted ``L``; ``A`` is not modified. ``bound`` caps the
-    starting ``L``.
+    block problem is solved exactly by :func:`group_bcd`. ``A`` is not
+    modified; ``bound`` caps the starting ``L``.
+
+    Returns
+    -------
+    new : ndarray of shape (p, K)
+        The minimiser of the last quadratic model tried.
+    L : float
+        Its curvature.
+    majorised : bool
+        Whether the model majorises ``h`` at ``new``. When false (the doublings
+        ran out) ``new`` may raise the objective: the caller must reject it.
     """
     p, K = A.shape
     E = np.empty((p, p))
@@ -257,6 +266,7 @@ def penalised_block_step(A, S, C, G, lam, free, gamma, L, bound, max_halvings):
     grad = -2.0 * gamma * (E @ A)  # gradient of h at A
     L = min(L, bound)
     new = A.copy()
+    majorised = False
     for _ in range(max_halvings):
         H = G.copy()
         for k in range(K):
@@ -273,13 +283,14 @@ def penalised_block_step(A, S, C, G, lam, free, gamma, L, bound, max_halvings):
                 lin += grad[i, k] * d
                 quad += d * d
         if hn <= hw + lin + 0.5 * L * quad + 1e-12 * max(1.0, hw):
+            majorised = True
             break
         L *= 2.0
-    return new, L
+    return new, L, majorised
 
 
 def penalised_block_step_reference(A, S, C, G, lam, free, gamma, L, bound, max_halvings):
-    """NumPy statement of :func:`penalised_block_step`."""
+    """NumPy statement of :func:`penalised_block_step` (same returns)."""
     E = S - A @ A.T
     np.fill_diagonal(E, 0.0)
     grad = -2.0 * gamma * (E @ A)
@@ -297,6 +308,6 @@ def penalised_block_step_reference(A, S, C, G, lam, free, gamma, L, bound, max_h
         hn = 0.5 * gamma * float(np.sum(En * En))
         diff = new - A
         if hn <= hw + float(np.sum(grad * diff)) + 0.5 * L * float(np.sum(diff * diff)) + 1e-12 * max(1.0, hw):
-            break
+            return new, L, True
         L *= 2.0
-    return new, L
+    return new, L, False

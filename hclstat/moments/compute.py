@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import check_views, is_dask_array
+from ..data import check_views, is_dask_array
 
 __all__ = ["Moments", "compute_moments", "moments_from_covariance"]
 
@@ -46,11 +46,7 @@ class Moments:
 
     @property
     def slices(self):
-        out, start = {}, 0
-        for m in self.modalities:
-            out[m] = slice(start, start + self.dims[m])
-            start += self.dims[m]
-        return out
+        return _slices(self.modalities, self.dims)
 
     @property
     def has_missing(self):
