@@ -6,8 +6,10 @@ alternations that follow it (many small blocks: permutation nulls,
 factor-analysis fits, row sweeps), where a multi-threaded BLAS spends more on
 synchronisation than it gains. After the moment pass the estimators run under
 :func:`small_block_threads`: one BLAS thread while the stacked dimension is
-below :data:`CROSSOVER_COLUMNS` (the crossover measured by
-``benchmarks/bench_threads.py``), the machine's threads above it.
+below :data:`CROSSOVER_COLUMNS` (set from ``benchmarks/bench_threads.py``),
+the machine's threads above it. The moment pass keeps the machine's threads
+(measured 1.2-1.6x faster with two threads from p = 600 on). On design D1 this
+makes a default fit 3.9x faster than under the machine's two threads.
 
 A user setting wins over the rule: the environment variable
 ``HCLSTAT_NUM_THREADS`` (a positive integer) fixes the thread count of every
@@ -20,12 +22,16 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["CROSSOVER_COLUMNS", "ENV_VARIABLE", "small_block_threads", "user_threads"]
+__all__ = ["CROSSOVER_COLUMNS", "ENV_VARIABLE", "moment_pass_threads", "small_block_threads", "user_threads"]
 
 #: environment variable that fixes the number of BLAS threads
 ENV_VARIABLE = "HCLSTAT_NUM_THREADS"
-#: stacked dimension from which the post-moment stages keep the machine's threads
-CROSSOVER_COLUMNS = 1500
+#: stacked dimension from which the post-moment stages keep the machine's threads.
+#: ``benchmarks/bench_threads.py`` (2 cores, n = 2000) found no size up to the largest
+#: measured, p = 3000, where two threads made them faster (1.6x slower at p = 180,
+#: equal at 600, 1.3-1.5x slower at 1500 and 3000); above the measured range the
+#: machine's threads are kept
+CROSSOVER_COLUMNS = 4000
 
 
 def user_threads():
@@ -55,7 +61,34 @@ def _threads_for(n_columns):
     return 1 if n_columns < CROSSOVER_COLUMNS else None
 
 
+_CONTROLLER = None
+
+
+def _controller():
+    """One ``ThreadpoolController`` per process (finding the loaded libraries costs milliseconds)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
 @contextlib.contextmanager
+def _blas_limit(n):
+    if n is None:
+        yield
+        return
+    ctl = _controller()
+    blas = ctl.select(user_api="blas")
+    current = [lib.num_threads for lib in blas.lib_controllers]
+    if not current or (user_threads() is None and n >= min(current)):
+        yield  # nothing to lower: never raise a limit the caller has set
+        return
+    with ctl.limit(limits=n, user_api="blas"):
+        yield
+
+
 def small_block_threads(n_columns):
     """BLAS thread limit for the stages after the moment pass.
 
@@ -64,28 +97,9 @@ def small_block_threads(n_columns):
     n_columns : int
         Stacked dimension ``p = sum_m p_m`` of the fit.
     """
-    n = _threads_for(int(n_columns))
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    current = [p.get("num_threads", n) for p in threadpool_info() if p.get("user_api") == "blas"]
-    if current and n >= min(current) and user_threads() is None:
-        yield  # never raise a limit the caller has set
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
+    return _blas_limit(_threads_for(int(n_columns)))
 
 
-@contextlib.contextmanager
 def moment_pass_threads():
     """BLAS thread limit for the moment pass (only a user setting limits it)."""
-    n = user_threads()
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
+    return _blas_limit(user_threads())

@@ -30,6 +30,7 @@ from ..data import check_views
 from ..exceptions import EstimationWarning
 from ..hierarchy import Hierarchy
 from ..moments import Moments, compute_moments
+from ..threads import moment_pass_threads, small_block_threads
 
 __all__ = [
     "BaseHierarchicalEstimator",
@@ -279,7 +280,8 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
     def fit(self, views, y=None):
         """Fit from views: a dict modality name -> (n, p_m) table, or a list."""
         self._validate_params()
-        moments = compute_moments(views)
+        with moment_pass_threads():
+            moments = compute_moments(views)
         return self.fit_moments(moments)
 
     def fit_moments(self, moments):
@@ -294,7 +296,9 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         self.means_ = {m: moments.means[sl[m]].copy() for m in moments.modalities}
         self.feature_names_ = dict(moments.feature_names)
         self._check_dims(moments)
-        self._fit_moments(moments)
+        # many small blocks from here on: see hclstat.threads for the rule
+        with small_block_threads(sum(moments.dims.values())):
+            self._fit_moments(moments)
         return self
 
     def _check_dims(self, moments):

@@ -34,6 +34,7 @@ from ..hierarchy import Hierarchy
 from ..lattice import datafit_lattice, datafit_specific_ranks, lattice_hierarchy
 from ..moments import CentredData, CovarianceDatafit, compute_moments
 from ..solvers import RowLeastSquares, fit_hierarchy, hcl_objective, path_disagreements
+from ..threads import moment_pass_threads
 from ..utils import random_streams
 from .base import RANDOM_STATE, VERBOSE, BaseHierarchicalEstimator
 
@@ -192,7 +193,8 @@ class HCL(BaseHierarchicalEstimator):
         """
         self._validate_params()
         arrays, names = check_views(views)
-        moments = compute_moments(arrays)
+        with moment_pass_threads():
+            moments = compute_moments(arrays)
         moments.feature_names = names
         streams = random_streams(self.random_state, 3)
         null = None

@@ -21,6 +21,7 @@ from ..data import check_views, is_dask_array
 from ..moments.data import CentredData
 from ..moments.krylov import block_lanczos
 from ..solvers import ProductMajoriseMinimise
+from ..threads import small_block_threads
 from ..utils import random_streams
 from .hcl import HCL
 
@@ -104,7 +105,8 @@ class MatrixFreeHCL(HCL):
             n = op.n_samples
             null = op.subset(np.sort(rows_rng.choice(n, self.permutation_rows, replace=False))) \
                 if n > self.permutation_rows else op
-        fit = self._fit_datafit(op, null, perm_rng, stacklevel=3)
+        with small_block_threads(sum(op.dims.values())):
+            fit = self._fit_datafit(op, null, perm_rng, stacklevel=3)
         self.objective_constant_estimate_ = fit.info.constant
         return self
 

@@ -1,0 +1,74 @@
+"""The package's BLAS thread rule and its user override."""
+
+from __future__ import annotations
+
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from hclstat import threads
+from hclstat.threads import ENV_VARIABLE, moment_pass_threads, small_block_threads, user_threads
+
+
+def _blas_threads():
+    return sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+
+
+@pytest.fixture
+def two_threads():
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() != [2]:
+            pytest.fail(f"expected BLAS at 2 threads for this test, got {_blas_threads()}")
+        yield
+
+
+def test_small_fits_run_on_one_thread(two_threads, monkeypatch):
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    with small_block_threads(180):
+        assert _blas_threads() == [1]
+    assert _blas_threads() == [2]
+    with small_block_threads(threads.CROSSOVER_COLUMNS):
+        assert _blas_threads() == [2]
+    with moment_pass_threads():
+        assert _blas_threads() == [2]
+
+
+def test_the_environment_variable_wins(two_threads, monkeypatch):
+    monkeypatch.setenv(ENV_VARIABLE, "2")
+    with small_block_threads(180):
+        assert _blas_threads() == [2]
+    monkeypatch.setenv(ENV_VARIABLE, "1")
+    with moment_pass_threads():
+        assert _blas_threads() == [1]
+    assert user_threads() == 1
+
+
+def test_a_caller_limit_is_never_raised(monkeypatch):
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    with threadpool_limits(limits=1, user_api="blas"):
+        with small_block_threads(10 * threads.CROSSOVER_COLUMNS):
+            assert _blas_threads() == [1]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_bad_setting_is_named(monkeypatch, value):
+    monkeypatch.setenv(ENV_VARIABLE, value)
+    with pytest.raises(ValueError, match=rf"HCLSTAT_NUM_THREADS: expected a positive integer, got '{value}'"):
+        user_threads()
+
+
+def test_hcl_fits_its_small_blocks_on_one_thread(two_threads, monkeypatch):
+    from hclstat import HCL
+    from hclstat.model import d1_model
+
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    seen = []
+    inner = HCL._fit_datafit
+
+    def recording(self, *args, **kwargs):
+        seen.append(_blas_threads())
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(HCL, "_fit_datafit", recording)
+    views, _ = d1_model(0.3, 1.0, random_state=0).sample(300, random_state=1)
+    HCL(random_state=0).fit(views)
+    assert seen == [[1]] and _blas_threads() == [2]
