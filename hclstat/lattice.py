@@ -28,11 +28,13 @@ and :func:`datafit_specific_ranks` are what the estimators call;
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from .exceptions import EstimationWarning
 from .factor_analysis import fa_noise as _fa_noise
 from .hierarchy import Hierarchy
 from .moments.base import require
@@ -424,11 +426,19 @@ def lrt_rank(S, n, *, alpha=0.01, max_rank=None):
 
     p = S.shape[0]
     cap = p - 1 if max_rank is None else min(int(max_rank), p - 1)
-    _, logdet_s = np.linalg.slogdet(S)
+    sign, logdet_s = np.linalg.slogdet(S)
+    if sign <= 0:
+        raise ValueError(f"S: expected a positive-definite covariance for the likelihood-ratio test, got a "
+                         f"singular or indefinite {p} x {p} block (more columns than rows?)")
     for r in range(0, cap + 1):
         df = ((p - r) ** 2 - (p + r)) / 2.0
         if df <= 0:
-            return max(r - 1, 0)
+            # every rank below r was rejected: r is the smallest rank the data allow,
+            # but it cannot be tested (returning r - 1 would return a rejected rank)
+            warnings.warn(f"lrt_rank: every rank up to {r - 1} was rejected at level {alpha} and rank {r} "
+                          f"leaves no degrees of freedom for p = {p} (Ledermann bound): returning {r} as a "
+                          "lower bound", EstimationWarning, stacklevel=2)
+            return r
         psi = _fa_noise(S, r)
         q = 1.0 / np.sqrt(psi)
         w, V = np.linalg.eigh(S * q[:, None] * q[None, :])
@@ -440,6 +450,8 @@ def lrt_rank(S, n, *, alpha=0.01, max_rank=None):
         stat = (n - 1 - (2 * p + 5) / 6.0 - 2 * r / 3.0) * F
         if stat <= chi2.isf(alpha, df):
             return r
+    warnings.warn(f"lrt_rank: every rank up to the cap {cap} was rejected at level {alpha}: returning the cap, "
+                  "a lower bound (raise max_rank)", EstimationWarning, stacklevel=2)
     return cap
 
 

@@ -291,3 +291,20 @@ def test_lattice_hierarchy_trims_to_the_noise_budget():
     # modality a has 3 columns: total rank at most 2; the specific part goes first
     h = lattice_hierarchy({"a": 3, "b": 10}, {frozenset("ab"): 2}, {frozenset("a"): 2, frozenset("b"): 1})
     assert h == Hierarchy({"a": 3, "b": 10}, {("a", "b"): 2, "b": 1})
+
+
+def test_lrt_rank_never_returns_a_rejected_rank():
+    # p = 5 allows testing r = 0, 1, 2 only (Ledermann bound); with three strong factors
+    # all three are rejected: the old code returned 2, a rank it had just rejected
+    from hclstat.exceptions import EstimationWarning
+    from hclstat.lattice import lrt_rank
+
+    rng = np.random.default_rng(0)
+    L = 2.0 * rng.standard_normal((5, 3))
+    S = L @ L.T + np.diag(rng.uniform(0.5, 1.0, 5))
+    with pytest.warns(EstimationWarning, match=r"every rank up to 2 was rejected .* returning 3 as a lower bound"):
+        assert lrt_rank(S, 10**6) == 3
+    with pytest.warns(EstimationWarning, match=r"every rank up to the cap 1 was rejected"):
+        assert lrt_rank(S, 10**6, max_rank=1) == 1
+    with pytest.raises(ValueError, match=r"S: expected a positive-definite covariance"):
+        lrt_rank(np.ones((5, 5)), 100)
