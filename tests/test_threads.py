@@ -15,27 +15,29 @@ def _blas_threads():
 
 @pytest.fixture
 def two_threads():
+    """BLAS libraries at (up to) two threads; some library must actually run two."""
     with threadpool_limits(limits=2, user_api="blas"):
-        if _blas_threads() != [2]:
-            pytest.fail(f"expected BLAS at 2 threads for this test, got {_blas_threads()}")
-        yield
+        if 2 not in _blas_threads():
+            pytest.fail(f"expected a BLAS library at 2 threads for this test, got {_blas_threads()}")
+        yield _blas_threads()
 
 
 def test_small_fits_run_on_one_thread(two_threads, monkeypatch):
     monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    before = two_threads
     with small_block_threads(180):
         assert _blas_threads() == [1]
-    assert _blas_threads() == [2]
+    assert _blas_threads() == before
     with small_block_threads(threads.CROSSOVER_COLUMNS):
-        assert _blas_threads() == [2]
+        assert _blas_threads() == before
     with moment_pass_threads():
-        assert _blas_threads() == [2]
+        assert _blas_threads() == before
 
 
 def test_the_environment_variable_wins(two_threads, monkeypatch):
     monkeypatch.setenv(ENV_VARIABLE, "2")
     with small_block_threads(180):
-        assert _blas_threads() == [2]
+        assert _blas_threads() == [2]  # the user's setting, for every library
     monkeypatch.setenv(ENV_VARIABLE, "1")
     with moment_pass_threads():
         assert _blas_threads() == [1]
@@ -71,4 +73,4 @@ def test_hcl_fits_its_small_blocks_on_one_thread(two_threads, monkeypatch):
     monkeypatch.setattr(HCL, "_fit_datafit", recording)
     views, _ = d1_model(0.3, 1.0, random_state=0).sample(300, random_state=1)
     HCL(random_state=0).fit(views)
-    assert seen == [[1]] and _blas_threads() == [2]
+    assert seen == [[1]] and _blas_threads() == two_threads
