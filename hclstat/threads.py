@@ -68,6 +68,9 @@ def _controller():
     """One ``ThreadpoolController`` per process (finding the loaded libraries costs milliseconds)."""
     global _CONTROLLER
     if _CONTROLLER is None:
+        # the controller sees the libraries loaded when it is made: load SciPy's BLAS
+        # (the package's linear algebra runs on NumPy's and SciPy's) before making it
+        import scipy.linalg  # noqa: F401
         from threadpoolctl import ThreadpoolController
 
         _CONTROLLER = ThreadpoolController()
@@ -82,7 +85,7 @@ def _blas_limit(n):
     ctl = _controller()
     blas = ctl.select(user_api="blas")
     current = [lib.num_threads for lib in blas.lib_controllers]
-    if not current or (user_threads() is None and n >= min(current)):
+    if not current or (user_threads() is None and n >= max(current)):
         yield  # nothing to lower: never raise a limit the caller has set
         return
     with ctl.limit(limits=n, user_api="blas"):

@@ -37,7 +37,7 @@ def test_small_fits_run_on_one_thread(two_threads, monkeypatch):
 def test_the_environment_variable_wins(two_threads, monkeypatch):
     monkeypatch.setenv(ENV_VARIABLE, "2")
     with small_block_threads(180):
-        assert _blas_threads() == [2]  # the user's setting, for every library
+        assert _blas_threads() == two_threads  # the user's 2 wins over the rule's 1
     monkeypatch.setenv(ENV_VARIABLE, "1")
     with moment_pass_threads():
         assert _blas_threads() == [1]
@@ -74,3 +74,12 @@ def test_hcl_fits_its_small_blocks_on_one_thread(two_threads, monkeypatch):
     views, _ = d1_model(0.3, 1.0, random_state=0).sample(300, random_state=1)
     HCL(random_state=0).fit(views)
     assert seen == [[1]] and _blas_threads() == two_threads
+
+
+def test_the_rule_reaches_every_blas_library_loaded(two_threads, monkeypatch):
+    # the controller is made once per process: it must cover SciPy's BLAS as well as NumPy's
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    monkeypatch.setattr(threads, "_CONTROLLER", None)
+    with small_block_threads(180):
+        libs = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert {p["num_threads"] for p in libs} == {1}, libs
