@@ -36,16 +36,20 @@ def source_fingerprint():
                                          check=True).stdout.strip()
         out["git_dirty"] = bool(subprocess.run(git + ["status", "--porcelain", "hclstat"], capture_output=True,
                                                text=True, check=True).stdout.strip())
+        # the scripts measure too: uncommitted edits to them (not to their results) are recorded
+        out["benchmarks_dirty"] = bool(subprocess.run(git + ["status", "--porcelain", "--", "benchmarks/*.py"],
+                                                      capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         pass  # not a git checkout: the source hash still names the code
     return out
 
 
 def commit_label(fingerprint=None):
-    """``"d055bf4"``, ``"d055bf4-dirty"``, or ``"sources <sha>"`` outside a git checkout."""
+    """``"d055bf4"``, ``"d055bf4-dirty"`` (uncommitted edits to ``hclstat/`` or the scripts), or
+    ``"sources <sha>"`` outside a git checkout."""
     fp = fingerprint if fingerprint is not None else source_fingerprint()
     if "git_head" in fp:
-        return fp["git_head"] + ("-dirty" if fp.get("git_dirty") else "")
+        return fp["git_head"] + ("-dirty" if fp.get("git_dirty") or fp.get("benchmarks_dirty") else "")
     return f"sources {fp['hclstat_sources_sha256']}"
 
 
