@@ -47,6 +47,7 @@ from hclstat.downstream import HCLClassifier, HCLRegressor, _true_posterior, exc
 from hclstat.estimators.base import ModelRepresentation
 from hclstat.hierarchy import Hierarchy
 from hclstat.model import HierarchicalModel
+from provenance import commit_label, source_fingerprint
 
 BETA = {("a", "b", "c"): [1.0, -0.5], ("a", "b"): [0.6, 0.6]}
 TRUE = (frozenset("abc"), frozenset("ab"))
@@ -223,6 +224,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with threadpool_limits(1):  # small matrices: BLAS threads only add contention
         summary = run(quick=args.quick, seed=args.seed)
+    fp = source_fingerprint()
+    summary = {"commit": commit_label(fp), "source": fp,
+               "threads": "BLAS limited to 1 thread (threadpoolctl): measures excess risk, not time", **summary}
+    print(f"commit {summary['commit']}")
     print_table(summary)
     if args.out:
         with open(args.out, "w") as fh:

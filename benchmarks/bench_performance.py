@@ -1,7 +1,19 @@
-"""Performance benchmark (issue 8): floor ratio, scaling, peers, memory, Numba compile time, profile.
+"""Performance benchmark (issues 8, 16): floor ratio, scaling, peers, memory, Numba compile time, profile.
 
 Every number is measured in this run, on this machine; nothing here asserts a
-timing. Every fit runs in its own subprocess (``--worker``), so that a fit that
+timing.
+
+Threads (issue 16): the headline figures are every method as a user runs it:
+package defaults and the machine's default BLAS threads. A headline worker
+gets no ``threadpool_limits`` and an environment without
+``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` /
+``HCLSTAT_NUM_THREADS`` (removed if the caller set them; the JSON records
+what was removed), so HCL applies its own thread rule
+(:mod:`hclstat.threads`) and each peer its library's default. The floor ratio
+and the peers on D1 are measured a second time on one BLAS thread
+(``threadpool_limits(1)`` and ``OPENBLAS_NUM_THREADS=1``): the second line of
+their tables (``--second-threads``). Every worker records the BLAS thread
+count it saw. Every fit runs in its own subprocess (``--worker``), so that a fit that
 exceeds its time budget can be stopped and recorded as such, and so that the
 peak memory of one fit is not mixed with another's. Inside a worker the
 reference and the method are timed back to back, repeated, and medians are
@@ -14,7 +26,8 @@ Sections (``--sections``, default all):
     wall time, moments included) to the time of the BLAS product that forms
     the moments, ``X^T X`` of the stacked ``n x p`` data (NumPy ``X.T @ X`` of
     a C-ordered float64 array, which OpenBLAS runs as ``dsyrk``), timed in the
-    same process. Grid: ``n in {1e4, 1e5, 1e6}`` x ``p in {(100,200,300),
+    same process under the same threads (headline: the machine's default;
+    second line: one thread). Grid: ``n in {1e4, 1e5, 1e6}`` x ``p in {(100,200,300),
     (500,1000,1500)}``; design "P7": all seven structures of three modalities
     with rank 2, loadings i.i.d. N(0, 0.3^2), unit isotropic noise. A cell
     whose data do not fit in RAM (``n = 1e6, p = 3000``: 24 GB) is measured
@@ -29,16 +42,18 @@ Sections (``--sections``, default all):
     vs ``p`` at ``n = 20000`` (expected 2); HCL's whole fit vs ``p``.
 ``peers``
     HCL, MOFA+ (mofapy2), GFA (cca-zoo) and AJIVE (mvlearn) on identical
-    data, fits interleaved per seed, BLAS limited to one thread: wall time of
+    data, fits interleaved per seed, each with its package defaults and the
+    machine's default BLAS threads (on D1 also on one thread): wall time of
     ``fit`` (fits under 5 s are repeated ``--peer-repeats`` times on the same
     data in the same process, every method alike, and timed by the median),
-    time ratio to HCL (paired by seed), exact-pattern fraction,
+    time ratio to HCL (paired by seed, same threads), exact-pattern fraction,
     median sin-theta error of ``col(A_{m,S})`` per level, peak extra RSS.
     Peers learn their ranks (ARD from ``--peer-k`` factors; AJIVE's own
     elbow rule); their pattern is read with the R2 rule of ``peers.py``.
     Designs: D1 (``p = (50, 60, 70)``, ``n = 500``) and P7 at larger sizes.
-    Targets: HCL faster than every peer wherever the peer runs; >= 10x faster
-    than MOFA+ on D1.
+    Targets (default threads): HCL faster than every peer wherever the peer
+    runs; >= 10x faster than MOFA+ on D1; HCL on D1 within 1.2x of its
+    one-thread time.
 ``memory``
     Peak memory of one HCL fit beyond its input: ``tracemalloc`` peak of the
     Python/NumPy allocations made during ``fit`` (numpy reports its buffers
@@ -61,14 +76,16 @@ its time budget, or that do not fit in the memory or disk available, are
 recorded as skipped / timed out with the reason, never silently dropped.
 
 Outputs in ``--out`` (suffix ``_quick`` / ``_full`` by mode):
-``bench_performance.json`` (configuration, machine, versions, every
-measurement, targets with verdicts), ``bench_performance_{floor,scaling,
-peers,memory}.csv``, ``bench_performance.png``,
-``bench_performance_profile_<design>.txt`` (+ ``.prof``).
+``bench_performance.json`` (configuration, machine, versions, the commit,
+every measurement, targets with verdicts), ``bench_performance_{floor,scaling,
+peers,peer_fits,memory}.csv`` (a ``commit`` column), ``bench_performance.png``
+(the commit in its title), ``bench_performance_profile_<design>.txt`` (the
+commit in its first line; + ``.prof``).
 
 Usage::
 
     python benchmarks/bench_performance.py [--quick | --full] [--sections floor,peers] [--out DIR]
+        [--threads default|T] [--second-threads T|none]
 """
 
 from __future__ import annotations
@@ -92,6 +109,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from provenance import PINNING_VARIABLES, blas_threads, commit_label, source_fingerprint  # noqa: E402
+
 MARKER = "@@bench-performance-result@@"
 STEM = "bench_performance"
 SECTIONS = ("floor", "scaling", "peers", "memory", "compile", "profile")
@@ -111,7 +130,8 @@ D1_DIMS = (50, 60, 70)
 LOADING_SCALE = 0.3
 GEN_CHUNK = 50_000  # rows per generated chunk (each chunk seeded by its index)
 
-#: cells per mode; anything of the full grid a mode leaves out is recorded as skipped
+#: cells per mode; anything of the full grid a mode leaves out is recorded as skipped.
+#: peers: (design, dims, n, seeds, also on one thread)
 FLOOR_GRID = [(n, p) for p in (SMALL_P, LARGE_P) for n in (10_000, 100_000, 1_000_000)]
 MODES = {
     "quick": {
@@ -121,7 +141,7 @@ MODES = {
         "scaling_p_moments": [150, 300, 600, 1200],
         "scaling_p_fit": [150, 300, 600],
         "scaling_repeats": 3,
-        "peers": [("D1", D1_DIMS, 500, 2)],
+        "peers": [("D1", D1_DIMS, 500, 2, True)],
         "peer_budget": 120,
         "memory": [("D1", D1_DIMS, 500), ("P7", SMALL_P, 10_000), ("P7", SMALL_P, 100_000)],
         "profile": [("D1", D1_DIMS, 500, 5)],
@@ -134,7 +154,7 @@ MODES = {
         "scaling_p_moments": [150, 300, 600, 1200, 2400],
         "scaling_p_fit": [150, 300, 600, 1200],
         "scaling_repeats": 2,
-        "peers": [("D1", D1_DIMS, 500, 5), ("P7", SMALL_P, 2_000, 2)],
+        "peers": [("D1", D1_DIMS, 500, 5, True), ("P7", SMALL_P, 2_000, 2, False)],
         "peer_budget": 120,
         "memory": [("D1", D1_DIMS, 500), ("P7", SMALL_P, 10_000), ("P7", SMALL_P, 100_000),
                    ("P7", SMALL_P, 1_000_000), ("P7", LARGE_P, 100_000)],
@@ -149,8 +169,8 @@ MODES = {
         "scaling_p_moments": [150, 300, 600, 1200, 2400, 3000],
         "scaling_p_fit": [150, 300, 600, 1200, 2400, 3000],
         "scaling_repeats": 5,
-        "peers": [("D1", D1_DIMS, 500, 10), ("P7", SMALL_P, 2_000, 3), ("P7", SMALL_P, 10_000, 2),
-                  ("P7", LARGE_P, 10_000, 1)],
+        "peers": [("D1", D1_DIMS, 500, 10, True), ("P7", SMALL_P, 2_000, 3, True), ("P7", SMALL_P, 10_000, 2, False),
+                  ("P7", LARGE_P, 10_000, 1, False)],
         "peer_budget": 1800,
         "memory": [("D1", D1_DIMS, 500), ("P7", SMALL_P, 10_000), ("P7", SMALL_P, 100_000),
                    ("P7", SMALL_P, 1_000_000), ("P7", LARGE_P, 10_000), ("P7", LARGE_P, 100_000)],
@@ -289,6 +309,16 @@ def warm_up(method="HCL"):
     return time.perf_counter() - t0
 
 
+def threads_label(threads):
+    """``"default"`` for the machine's threads (``None``), else the count as text."""
+    return "default" if threads is None else str(int(threads))
+
+
+def seen(blas):
+    """The thread counts a worker's BLAS libraries reported, compactly (``"2"``, ``"1/2"``)."""
+    return "/".join(sorted({str(v) for v in (blas or {}).values()})) or "?"
+
+
 def slope(xs, ys):
     """Least-squares slope of log y on log x."""
     x, y = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
@@ -366,7 +396,7 @@ def worker_floor(task):
         memmap = bool(task.get("memmap"))
         X = None if memmap else np.concatenate(list(views.values()), axis=1)
         res = {"warmup_s": warm, "load_s": load_s, "ref_s": [], "ref_product_s": [], "moments_s": [], "fit_s": [],
-               "fit_time_attr_s": [], "memmap": memmap}
+               "fit_time_attr_s": [], "memmap": memmap, "blas_threads": blas_threads()}
         for r in range(task["repeats"]):
             if memmap:
                 total, prod = stacked_product_out_of_core(views, task.get("chunk_rows", 20_000))
@@ -458,6 +488,7 @@ def worker_peer(task):
             h, A = peers.derive_pattern(fit, design_dims(task["dims"]), threshold=task["r2_threshold"])
             info = {"n_iter": fit.n_iter, "converged": fit.converged, **fit.info}
         emit({"time_s": dt, "times_s": times, "warmup_s": warm, "warnings": warned, "info": info,
+              "blas_threads": blas_threads(),
               "peak_extra_rss_bytes": mem.extra, "rss_exact": mem.exact,
               "input_bytes": data_bytes(task["n"], task["dims"]), **score(h, A, model)})
 
@@ -510,7 +541,8 @@ def worker_memory(task):
     from threadpoolctl import threadpool_limits
 
     import hclstat.estimators.hcl as hcl_mod
-    import hclstat.moments as moments_mod
+    import hclstat.moments.compute as compute_mod
+    import hclstat.solvers.pipeline as pipeline_mod
     from hclstat.estimators.base import BaseHierarchicalEstimator
 
     with threadpool_limits(limits=task["threads"]):
@@ -518,16 +550,18 @@ def worker_memory(task):
         views = load_views(task)
         input_bytes = int(sum(v.nbytes for v in views.values()))
         stages = StagePeaks()
+        # each name is wrapped where its caller looks it up (the module that imported it)
         stages.wrap(hcl_mod.HCL, "fit", "fit")
         stages.wrap(hcl_mod, "check_views", "check_views (HCL.fit)")
         stages.wrap(hcl_mod, "compute_moments", "compute_moments")
-        stages.wrap(moments_mod, "check_views", "check_views (inside compute_moments)")
-        stages.wrap(moments_mod, "_moments_numpy", "_moments_numpy (chunked dsyrk)")
+        stages.wrap(compute_mod, "check_views", "check_views (inside compute_moments)")
+        stages.wrap(compute_mod, "_moments_numpy", "_moments_numpy (chunked dsyrk)")
         stages.wrap(BaseHierarchicalEstimator, "fit_moments", "fit_moments (after the moment pass)", held=True)
-        stages.wrap(hcl_mod, "rank_lattice", "rank_lattice")
-        stages.wrap(hcl_mod, "specific_ranks", "specific_ranks")
-        stages.wrap(hcl_mod.HCL, "_fit_support", "HCL._fit_support")
-        stages.wrap(hcl_mod.HCL, "_select", "HCL._select")
+        stages.wrap(hcl_mod, "datafit_lattice", "datafit_lattice (rank lattice)", held=True)
+        stages.wrap(hcl_mod, "datafit_specific_ranks", "datafit_specific_ranks")
+        stages.wrap(hcl_mod, "fit_hierarchy", "fit_hierarchy (noise-scale passes, path, refit)", held=True)
+        stages.wrap(pipeline_mod, "fit_support", "fit_support (one fit on a support)")
+        stages.wrap(pipeline_mod, "penalised_path", "penalised_path (penalty='group' only)")
         # the resident-set peak of an untraced fit first (tracemalloc's own tables would count)
         with PeakRSS() as mem:
             fit_hcl(views)
@@ -540,7 +574,7 @@ def worker_memory(task):
         emit({"input_bytes": input_bytes, "traced_peak_extra_bytes": int(stages.peaks["fit"]),
               "rss_before_bytes": int(mem.before), "peak_extra_rss_bytes": int(mem.extra), "rss_exact": mem.exact,
               "stage_peak_bytes": stages.peaks, "held_at_entry_bytes": stages.held,
-              "fit_s_with_tracemalloc": dt, "pattern": pattern_string(est.hierarchy_)})
+              "fit_s_with_tracemalloc": dt, "pattern": pattern_string(est.hierarchy_), "blas_threads": blas_threads()})
 
 
 def worker_compile(task):
@@ -554,7 +588,8 @@ def worker_compile(task):
     out = {"import_s": time.perf_counter() - t0, "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR")}
     model = make_model("D1", D1_DIMS, seed=0)
     views = sample(model, 500, seed=0)
-    with threadpool_limits(limits=1), warnings.catch_warnings():
+    with threadpool_limits(limits=task["threads"]), warnings.catch_warnings():
+        out["blas_threads"] = blas_threads()
         warnings.simplefilter("ignore")
         for name, make in (("HCL", lambda: HCL(random_state=0)),
                            ("SFA", lambda: StructuredFactorAnalysis(hierarchy=model.hierarchy, random_state=0))):
@@ -576,6 +611,7 @@ def worker_profile(task):
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=task["threads"]):
+        seen = blas_threads()
         warm_up("HCL")
         data = []
         for seed in range(task["seeds"]):
@@ -604,9 +640,9 @@ def worker_profile(task):
     ps.sort_stats("cumulative").print_stats(60)
     ps.sort_stats("tottime").print_stats(40)
     Path(task["txt_path"]).write_text(
-        f"cProfile of HCL (pattern learned) on {task['name']}: {task['seeds']} fits, "
-        f"{total:.3f} s in total ({total / max(len(times), 1):.3f} s per fit), BLAS threads {task['threads']}\n\n"
-        + text.getvalue())
+        f"cProfile of HCL (pattern learned) on {task['name']} at commit {commit_label()}: {task['seeds']} fits, "
+        f"{total:.3f} s in total ({total / max(len(times), 1):.3f} s per fit), BLAS threads "
+        f"{threads_label(task['threads'])} (seen: {seen})\n\n" + text.getvalue())
     rows.sort(key=lambda r: -r["cumtime_s"])
     emit({"fit_s": times, "total_s": total, "functions": rows[:150]})
 
@@ -660,6 +696,11 @@ class Runner:
         self.scratch = Path(tempfile.mkdtemp(prefix="hclstat-bench-perf-", dir=base))
         self.data = {}
         self.fingerprint = source_fingerprint()  # at the start: the sources the workers import
+        self.commit = commit_label(self.fingerprint)
+        # headline: as users run it; second line: one thread (unless the same or switched off)
+        self.headline = args.threads
+        self.second = None if args.second_threads in ("none", args.threads) else args.second_threads
+        self.removed_env = {k: os.environ[k] for k in PINNING_VARIABLES if k in os.environ}
         self.t_start = time.perf_counter()
         self.results = {"floor": [], "scaling": {"n": [], "p_moments": [], "p_fit": []}, "peers": [],
                         "memory": [], "compile": {}, "profile": {}}
@@ -668,11 +709,21 @@ class Runner:
     def log(self, text):
         print(f"[{time.perf_counter() - self.t_start:7.0f} s] {text}", flush=True)
 
+    def thread_settings(self, second=True):
+        """The headline thread setting, then (with ``second``) the second line's, if any."""
+        return [self.headline] + ([self.second] if second and self.second is not None else [])
+
     def run(self, task, *, timeout, threads, env=None):
-        """Run one worker; returns its last result, or a status record (timeout / error)."""
+        """Run one worker; returns its last result, or a status record (timeout / error).
+
+        ``threads=None``: the machine's default BLAS threads and the package's own
+        rule (no pinning variable in the worker's environment); an integer pins
+        BLAS to that many threads (environment and ``threadpool_limits``).
+        """
         task = {**task, "threads": threads}
-        environ = dict(os.environ)
-        environ.update({k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+        environ = {k: v for k, v in os.environ.items() if k not in PINNING_VARIABLES}
+        if threads is not None:
+            environ.update({k: str(threads) for k in PINNING_VARIABLES[:3]})
         environ.update(env or {})
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(task)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
@@ -731,7 +782,7 @@ class Runner:
         self.log(f"generating {n:,} x {sum(dims)} rows of {ranks} ({data_bytes(n, dims) / 2**30:.1f} GiB) in {self.scratch}")
         t0 = time.perf_counter()
         res = self.run({"task": "generate", "dir": str(self.scratch / f"{ranks}-{sum(dims)}"), "ranks": ranks,
-                        "dims": list(dims), "n": n}, timeout=4 * 3600, threads=self.args.threads)
+                        "dims": list(dims), "n": n}, timeout=4 * 3600, threads=self.headline)
         if res["status"] != "ok":
             return None, f"data generation failed: {res.get('reason')}"
         self.data[key] = {"n": n, "files": res["files"], "generate_s": time.perf_counter() - t0}
@@ -761,8 +812,19 @@ class Runner:
         except Exception:  # older numpy: no dict mode
             pass
         return {
-            "mode": self.mode, "sections": self.args.sections, "threads_floor": self.args.threads,
-            "threads_peers": 1, "fit_budget_s": self.cfg["fit_budget"], "peer_budget_s": self.cfg["peer_budget"],
+            "mode": self.mode, "sections": self.args.sections, "commit": self.commit,
+            "threads": {
+                "headline": threads_label(self.headline),
+                "second_line": threads_label(self.second) if self.second is not None else None,
+                "headline_means": "package defaults and the machine's default BLAS threads: no threadpool_limits, "
+                                  f"none of {list(PINNING_VARIABLES)} in the workers' environment"
+                                  if self.headline is None else f"BLAS pinned to {self.headline} thread(s)",
+                "second_line_for": "floor ratio; peers on the designs flagged in the mode's peer cells",
+                "scaling_memory_profile_compile": threads_label(self.headline),
+                "removed_from_environment": self.removed_env,
+                "cpus": os.cpu_count(),
+            },
+            "fit_budget_s": self.cfg["fit_budget"], "peer_budget_s": self.cfg["peer_budget"],
             "designs": {"D1": {"dims": list(D1_DIMS), "ranks": _ranks_json("D1")},
                         "P7": {"dims": [list(SMALL_P), list(LARGE_P)], "ranks": _ranks_json("P7")},
                         "loading_scale": LOADING_SCALE, "noise": "isotropic, variance 1"},
@@ -784,32 +846,36 @@ class Runner:
 
     # -------------------------------------------------------------- sections
     def section_floor(self):
+        """Each cell under the headline threads, then the second line's (same data files)."""
         cells = self.cfg["floor"]
         for n, dims in FLOOR_GRID:
             p = sum(dims)
-            rec = {"n": n, "p": p, "dims": "/".join(map(str, dims)), "target": "ratio <= 3" if n >= 100_000 else ""}
-            if (n, dims) not in cells:
-                rec.update(status="skipped", reason=f"not in the {self.mode} mode's cells (time budget); "
-                                                    f"run {_mode_having(lambda cfg: (n, dims) in cfg['floor'])}")
+            for threads in self.thread_settings():
+                rec = {"n": n, "p": p, "dims": "/".join(map(str, dims)), "threads": threads_label(threads),
+                       "target": "ratio <= 3" if n >= 100_000 else ""}
+                if (n, dims) not in cells:
+                    rec.update(status="skipped", reason=f"not in the {self.mode} mode's cells (time budget); "
+                                                        f"run {_mode_having(lambda cfg: (n, dims) in cfg['floor'])}")
+                    self.results["floor"].append(rec)
+                    continue
+                need = data_bytes(n, dims)
+                memmap = need * 2.6 > 0.85 * _available_ram()  # views + stacked copy + fit workspace
+                rec["mode"] = "out-of-core memmap" if memmap else "in memory"
+                files, why = self.files_for("P7", dims, n)
+                if why:
+                    rec.update(status="skipped", reason=why)
+                    self.results["floor"].append(rec)
+                    continue
+                self.log(f"floor n={n:,} p={p}, threads {rec['threads']} ({rec['mode']}, {cells[(n, dims)]} repeat(s))")
+                res = self.run({"task": "floor", "ranks": "P7", "dims": list(dims), "n": n, "files": files,
+                                "memmap": memmap, "repeats": cells[(n, dims)], "skip_moments": memmap},
+                               timeout=self.cfg["fit_budget"] * cells[(n, dims)] + 600, threads=threads)
+                rec.update(self._floor_summary(res))
                 self.results["floor"].append(rec)
-                continue
-            need = data_bytes(n, dims)
-            memmap = need * 2.6 > 0.85 * _available_ram()  # views + stacked copy + fit workspace
-            rec["mode"] = "out-of-core memmap" if memmap else "in memory"
-            files, why = self.files_for("P7", dims, n)
-            if why:
-                rec.update(status="skipped", reason=why)
-                self.results["floor"].append(rec)
-                continue
-            self.log(f"floor n={n:,} p={p} ({rec['mode']}, {cells[(n, dims)]} repeat(s))")
-            res = self.run({"task": "floor", "ranks": "P7", "dims": list(dims), "n": n, "files": files,
-                            "memmap": memmap, "repeats": cells[(n, dims)], "skip_moments": memmap},
-                           timeout=self.cfg["fit_budget"] * cells[(n, dims)] + 600, threads=self.args.threads)
-            rec.update(self._floor_summary(res))
-            self.results["floor"].append(rec)
-            self.log(f"  -> {rec['status']}: ref {rec.get('ref_s', float('nan')):.2f} s, HCL {rec.get('fit_s', float('nan')):.2f} s, "
-                     f"ratio {rec.get('ratio', float('nan')):.2f} {rec.get('reason', '')}")
-            self.save()
+                self.log(f"  -> {rec['status']}: ref {rec.get('ref_s', float('nan')):.2f} s, HCL "
+                         f"{rec.get('fit_s', float('nan')):.2f} s, ratio {rec.get('ratio', float('nan')):.2f} "
+                         f"(BLAS threads seen: {rec.get('blas_threads')}) {rec.get('reason', '')}")
+                self.save()
 
     @staticmethod
     def _floor_summary(res):
@@ -828,6 +894,7 @@ class Runner:
             ref_product_only_s=med(res.get("ref_product_s", [])),
             ref_all_s=ref, fit_all_s=fit, load_s=res.get("load_s"), exact=res.get("exact"),
             pattern=res.get("pattern"), warnings=";".join(res.get("warnings", [])),
+            blas_threads=seen(res.get("blas_threads")) if res.get("blas_threads") else None,
         )
         return out
 
@@ -842,7 +909,7 @@ class Runner:
         else:
             self.log(f"scaling in n: moment pass and reference product, p={sum(SMALL_P)}, n up to {max(ns):,}")
             res = self.run({"task": "scaling_n", "ranks": "P7", "dims": list(SMALL_P), "ns": ns, "files": files,
-                            "repeats": reps}, timeout=self.cfg["fit_budget"] * 4, threads=self.args.threads)
+                            "repeats": reps}, timeout=self.cfg["fit_budget"] * 4, threads=self.headline)
             rows = [{**r, "status": "ok", "ref_median_s": med(r["ref_s"]), "moments_median_s": med(r["moments_s"])}
                     for r in res.get("rows", [])]
             done = {r["n"] for r in rows}
@@ -855,7 +922,7 @@ class Runner:
             dims = [p_total // 6, p_total // 3, p_total // 2]
             self.log(f"scaling in p: moment pass, n={SCALING_P_N:,}, p={p_total}")
             res = self.run({"task": "scaling_n", "ranks": "P7", "dims": dims, "ns": [SCALING_P_N], "repeats": reps},
-                           timeout=self.cfg["fit_budget"], threads=self.args.threads)
+                           timeout=self.cfg["fit_budget"], threads=self.headline)
             r = (res.get("rows") or [{}])[0]
             self.results["scaling"]["p_moments"].append(
                 {"n": SCALING_P_N, "p": p_total, "status": res["status"], "reason": res.get("reason", ""),
@@ -870,7 +937,7 @@ class Runner:
             else:
                 self.log(f"scaling in p: HCL fit, n={SCALING_P_N:,}, p={p_total}")
                 res = self.run({"task": "floor", "ranks": "P7", "dims": dims, "n": SCALING_P_N, "repeats": 1},
-                               timeout=self.cfg["fit_budget"], threads=self.args.threads)
+                               timeout=self.cfg["fit_budget"], threads=self.headline)
                 rec.update(self._floor_summary(res))
                 if res["status"] in ("timeout", "partial") and not res.get("fit_s"):
                     stop = f"a smaller p ({p_total}) already exceeded the {self.cfg['fit_budget']} s budget"
@@ -892,33 +959,39 @@ class Runner:
                 ok, msg = peers.available(PEER_OF[m])
                 avail[m] = (ok, msg)
         self.results["peers_available"] = {m: {"available": ok, "detail": msg} for m, (ok, msg) in avail.items()}
-        timed_out = {}
-        for ranks, dims, n, seeds in self.cfg["peers"]:
+        timed_out = {}  # (method, threads) -> reason: larger designs are skipped after a timeout
+        for ranks, dims, n, seeds, second in self.cfg["peers"]:
             name = f"{ranks} n={n} p={'/'.join(map(str, dims))}"
             truth_k = sum(RANKS[ranks].values())
             peer_k = max(self.args.peer_k, 2 * truth_k)
             for seed in range(seeds):
-                for method in METHODS:
-                    rec = {"design": name, "ranks": ranks, "n": n, "p": sum(dims), "seed": seed, "method": method}
-                    if method in avail and not avail[method][0]:
-                        rec.update(status="unavailable", reason=avail[method][1])
-                    elif method in timed_out:
-                        rec.update(status="skipped", reason=timed_out[method])
-                    else:
-                        task = {"task": "peer", "method": method, "ranks": ranks, "dims": list(dims), "n": n,
-                                "seed": seed, "repeats": self.args.peer_repeats, "peer_k": peer_k, "mofa_iter": self.args.mofa_iter,
-                                "gfa_iter": self.args.gfa_iter, "r2_threshold": self.args.r2_threshold}
-                        res = self.run(task, timeout=self.cfg["peer_budget"] + 60, threads=1)
-                        rec.update({k: v for k, v in res.items() if k != "info"}, info=res.get("info", {}),
-                                   peer_k=peer_k if method in ("MOFA+", "GFA") else None)
-                        if res["status"] == "timeout":
-                            timed_out[method] = f"timed out ({self.cfg['peer_budget']} s budget) on {name} seed {seed}"
-                    self.results["peers"].append(rec)
-                line = " | ".join(f"{r['method']} {r['status']}" + (f" {r['time_s']:.2f}s{' exact' if r.get('exact') else ''}"
-                                                                     if r.get("time_s") is not None else "")
-                                  for r in self.results["peers"][-len(METHODS):])
-                self.log(f"peers {name} seed {seed}: {line}")
-                self.save()
+                for threads in self.thread_settings(second):
+                    label = threads_label(threads)
+                    for method in METHODS:
+                        rec = {"design": name, "ranks": ranks, "n": n, "p": sum(dims), "seed": seed,
+                               "threads": label, "method": method}
+                        if method in avail and not avail[method][0]:
+                            rec.update(status="unavailable", reason=avail[method][1])
+                        elif (method, label) in timed_out:
+                            rec.update(status="skipped", reason=timed_out[(method, label)])
+                        else:
+                            task = {"task": "peer", "method": method, "ranks": ranks, "dims": list(dims), "n": n,
+                                    "seed": seed, "repeats": self.args.peer_repeats, "peer_k": peer_k,
+                                    "mofa_iter": self.args.mofa_iter, "gfa_iter": self.args.gfa_iter,
+                                    "r2_threshold": self.args.r2_threshold}
+                            res = self.run(task, timeout=self.cfg["peer_budget"] + 60, threads=threads)
+                            rec.update({k: v for k, v in res.items() if k != "info"}, info=res.get("info", {}),
+                                       peer_k=peer_k if method in ("MOFA+", "GFA") else None)
+                            if res["status"] == "timeout":
+                                timed_out[(method, label)] = (f"timed out ({self.cfg['peer_budget']} s budget) on "
+                                                              f"{name} seed {seed}, threads {label}")
+                        self.results["peers"].append(rec)
+                    line = " | ".join(f"{r['method']} {r['status']}"
+                                      + (f" {r['time_s']:.3f}s{' exact' if r.get('exact') else ''}"
+                                         if r.get("time_s") is not None else "")
+                                      for r in self.results["peers"][-len(METHODS):])
+                    self.log(f"peers {name} seed {seed} threads {label}: {line}")
+                    self.save()
 
     def section_memory(self):
         for ranks, dims, n in self.cfg["memory"]:
@@ -934,7 +1007,7 @@ class Runner:
                 rec.update(status="skipped", reason=why)
             else:
                 self.log(f"memory {ranks} n={n:,} p={sum(dims)}")
-                res = self.run(task, timeout=self.cfg["fit_budget"] * 2, threads=self.args.threads)
+                res = self.run(task, timeout=self.cfg["fit_budget"] * 2, threads=self.headline)
                 rec.update(res)
                 if res.get("input_bytes"):
                     rec["traced_ratio"] = res["traced_peak_extra_bytes"] / res["input_bytes"]
@@ -952,7 +1025,7 @@ class Runner:
         out = {}
         for label in ("cold", "warm"):
             self.log(f"compile: {label} Numba cache ({cache})")
-            out[label] = self.run({"task": "compile"}, timeout=900, threads=1, env={"NUMBA_CACHE_DIR": str(cache)})
+            out[label] = self.run({"task": "compile"}, timeout=900, threads=self.headline, env={"NUMBA_CACHE_DIR": str(cache)})
         shutil.rmtree(cache, ignore_errors=True)
         c, w = out["cold"], out["warm"]
         if c["status"] == "ok" and w["status"] == "ok":
@@ -970,7 +1043,7 @@ class Runner:
             res = self.run({"task": "profile", "name": name, "ranks": ranks, "dims": list(dims), "n": n,
                             "seeds": seeds, "prof_path": str(self.out / f"{self.stem}_profile_{name}.prof"),
                             "txt_path": str(self.out / f"{self.stem}_profile_{name}.txt")},
-                           timeout=self.cfg["fit_budget"] * (seeds + 1), threads=1)
+                           timeout=self.cfg["fit_budget"] * (seeds + 1), threads=self.headline)
             self.results["profile"][name] = res
             self.save()
 
@@ -980,7 +1053,7 @@ class Runner:
         floor = [r for r in self.results["floor"] if r["n"] >= 100_000]
         for r in floor:
             ok = r.get("ratio")
-            out.append({"target": f"floor ratio <= 3 at n={r['n']:,}, p={r['p']}",
+            out.append({"target": f"floor ratio <= 3 at n={r['n']:,}, p={r['p']}, threads {r.get('threads')}",
                         "measured": f"{ok:.2f}" if ok is not None and np.isfinite(ok) else f"{r['status']}: {r.get('reason', '')}",
                         "met": (bool(ok <= 3) if ok is not None and np.isfinite(ok) else None)})
         rows = [r for r in self.results["scaling"]["n"] if r.get("status") == "ok"]
@@ -992,13 +1065,19 @@ class Runner:
         for row in peers_tab:
             if row["method"] == "HCL" or not np.isfinite(row.get("ratio_to_hcl", float("nan"))):
                 continue
-            out.append({"target": f"HCL faster than {row['method']} on {row['design']}",
+            out.append({"target": f"HCL faster than {row['method']} on {row['design']}, threads {row['threads']}",
                         "measured": f"{row['method']} / HCL time = {row['ratio_to_hcl']:.1f}",
                         "met": bool(row["ratio_to_hcl"] > 1)})
-        d1 = [r for r in peers_tab if r["method"] == "MOFA+" and r["design"].startswith("D1")]
-        if d1 and np.isfinite(d1[0].get("ratio_to_hcl", float("nan"))):
-            out.append({"target": "HCL >= 10x faster than MOFA+ on D1",
-                        "measured": f"{d1[0]['ratio_to_hcl']:.1f}x", "met": bool(d1[0]["ratio_to_hcl"] >= 10)})
+        for row in peers_tab:
+            if row["method"] == "MOFA+" and row["design"].startswith("D1") and np.isfinite(row["ratio_to_hcl"]):
+                out.append({"target": f"HCL >= 10x faster than MOFA+ on D1, threads {row['threads']}",
+                            "measured": f"{row['ratio_to_hcl']:.1f}x", "met": bool(row["ratio_to_hcl"] >= 10)})
+        ratio = self.hcl_thread_ratio()
+        if ratio is not None:
+            out.append({"target": f"HCL on D1 with threads {threads_label(self.headline)} within 1.2x of its "
+                                  f"{threads_label(self.second)}-thread time (paired by seed)",
+                        "measured": f"{ratio['ratio']:.2f} ({ratio['headline_s']:.4f} s vs {ratio['second_s']:.4f} s)",
+                        "met": bool(ratio["ratio"] <= 1.2) if np.isfinite(ratio["ratio"]) else None})
         for r in self.results["memory"]:
             if r.get("status") == "ok" and r["n"] >= 100_000:
                 out.append({"target": f"no n x p copy beyond the input (peak extra < 0.25 x input) at n={r['n']:,}, p={r['p']}",
@@ -1006,22 +1085,40 @@ class Runner:
                             "met": bool(max(r["traced_ratio"], r["rss_ratio"]) < 0.25)})
         return out
 
+    def hcl_thread_ratio(self):
+        """HCL's D1 time under the headline threads over its time under the second line's (median of seeds)."""
+        if self.second is None:
+            return None
+        times = {}
+        for r in self.results["peers"]:
+            if r["method"] == "HCL" and r["design"].startswith("D1") and r.get("status") == "ok":
+                times.setdefault(r["threads"], {})[r["seed"]] = r["time_s"]
+        head, sec = times.get(threads_label(self.headline), {}), times.get(threads_label(self.second), {})
+        seeds = sorted(set(head) & set(sec))
+        if not seeds:
+            return None
+        return {"ratio": med([head[s] / sec[s] for s in seeds]), "headline_s": med([head[s] for s in seeds]),
+                "second_s": med([sec[s] for s in seeds]), "seeds": len(seeds)}
+
     def peer_table(self):
+        """One row per (design, threads, method); ratios to HCL paired by seed under the same threads."""
         recs = [r for r in self.results["peers"]]
-        designs = list(dict.fromkeys(r["design"] for r in recs))
+        groups = list(dict.fromkeys((r["design"], r.get("threads", "1")) for r in recs))
         rows = []
-        for d in designs:
-            hcl = {r["seed"]: r["time_s"] for r in recs if r["design"] == d and r["method"] == "HCL" and r.get("status") == "ok"}
+        for d, t in groups:
+            here = [r for r in recs if r["design"] == d and r.get("threads", "1") == t]
+            hcl = {r["seed"]: r["time_s"] for r in here if r["method"] == "HCL" and r.get("status") == "ok"}
             for m in METHODS:
-                rs = [r for r in recs if r["design"] == d and r["method"] == m]
+                rs = [r for r in here if r["method"] == m]
                 ok = [r for r in rs if r.get("status") == "ok"]
-                row = {"design": d, "method": m, "n_seeds": len(rs), "n_ok": len(ok),
+                row = {"design": d, "threads": t, "method": m, "n_seeds": len(rs), "n_ok": len(ok),
                        "status": "ok" if ok else (rs[0]["status"] if rs else "n/a"),
                        "reason": "" if ok else (rs[0].get("reason", "") if rs else ""),
                        "time_median_s": med([r["time_s"] for r in ok]),
                        "ratio_to_hcl": med([r["time_s"] / hcl[r["seed"]] for r in ok if r["seed"] in hcl]),
                        "frac_exact": (sum(bool(r.get("exact")) for r in ok) / len(rs)) if rs else float("nan"),
-                       "peak_extra_rss_mib": med([r.get("peak_extra_rss_bytes", float("nan")) / 2**20 for r in ok])}
+                       "peak_extra_rss_mib": med([r.get("peak_extra_rss_bytes", float("nan")) / 2**20 for r in ok]),
+                       "blas_threads_seen": "/".join(sorted({seen(r.get("blas_threads")) for r in ok}))}
                 for lev in LEVELS:
                     row[f"err_{lev}"] = med([r.get(f"err_{lev}", float("nan")) for r in ok])
                 rows.append(row)
@@ -1030,25 +1127,29 @@ class Runner:
     def write_tables(self):
         import pandas as pd
 
-        floor = pd.DataFrame([{k: v for k, v in r.items() if k not in ("ref_all_s", "fit_all_s")}
-                              for r in self.results["floor"]])
-        floor.to_csv(self.out / f"{self.stem}_floor.csv", index=False)
+        def write(rows, suffix):
+            """One CSV, its first columns naming the commit and the run's threads setting."""
+            df = pd.DataFrame(rows)
+            df.insert(0, "commit", self.commit)
+            df.to_csv(self.out / f"{self.stem}_{suffix}.csv", index=False)
+
+        write([{k: v for k, v in r.items() if k not in ("ref_all_s", "fit_all_s")} for r in self.results["floor"]],
+              "floor")
         sc = []
         for kind, rows in self.results["scaling"].items():
             for r in rows:
                 sc.append({"series": {"n": "moments_vs_n", "p_moments": "moments_vs_p", "p_fit": "hcl_fit_vs_p"}[kind],
                            **{k: v for k, v in r.items() if k not in ("ref_s", "moments_s", "ref_all_s", "fit_all_s")}})
-        pd.DataFrame(sc).to_csv(self.out / f"{self.stem}_scaling.csv", index=False)
-        pd.DataFrame(self.peer_table()).to_csv(self.out / f"{self.stem}_peers.csv", index=False)
-        pd.DataFrame([{k: v for k, v in r.items() if k != "info"} for r in self.results["peers"]]).to_csv(
-            self.out / f"{self.stem}_peer_fits.csv", index=False)
+        write([{**r, "threads": threads_label(self.headline)} for r in sc], "scaling")
+        write(self.peer_table(), "peers")
+        write([{k: v for k, v in r.items() if k != "info"} for r in self.results["peers"]], "peer_fits")
         mem = []
         for r in self.results["memory"]:
             row = {k: v for k, v in r.items() if k not in ("stage_peak_bytes", "held_at_entry_bytes")}
             row.update({f"stage_peak_MiB[{k}]": v / 2**20 for k, v in r.get("stage_peak_bytes", {}).items()})
             row.update({f"held_MiB[{k}]": v / 2**20 for k, v in r.get("held_at_entry_bytes", {}).items()})
-            mem.append(row)
-        pd.DataFrame(mem).to_csv(self.out / f"{self.stem}_memory.csv", index=False)
+            mem.append({**row, "threads": threads_label(self.headline)})
+        write(mem, "memory")
 
     def scaling_slopes(self):
         sc = self.results["scaling"]
@@ -1075,12 +1176,18 @@ class Runner:
         fig, axes = plt.subplots(2, 3, figsize=(16, 9))
         ax = axes[0, 0]
         fl = [r for r in self.results["floor"] if r.get("ratio") is not None and np.isfinite(r.get("ratio", np.nan))]
+        head = threads_label(self.headline)
         for dims, color in ((SMALL_P, "C0"), (LARGE_P, "C1")):
-            d = [r for r in fl if r["p"] == sum(dims)]
+            d = [r for r in fl if r["p"] == sum(dims) and r.get("threads") == head]
             if d:
-                ax.plot([r["n"] for r in d], [r["ratio"] for r in d], "o-", color=color, label=f"HCL fit, p={sum(dims)}")
+                ax.plot([r["n"] for r in d], [r["ratio"] for r in d], "o-", color=color,
+                        label=f"HCL fit, p={sum(dims)}, threads {head}")
                 ax.plot([r["n"] for r in d], [r.get("ratio_moments", np.nan) for r in d], "s--", color=color, alpha=0.6,
-                        label=f"moment pass, p={sum(dims)}")
+                        label=f"moment pass, p={sum(dims)}, threads {head}")
+            d = [r for r in fl if r["p"] == sum(dims) and r.get("threads") != head]
+            if d:
+                ax.plot([r["n"] for r in d], [r["ratio"] for r in d], "x:", color=color,
+                        label=f"HCL fit, p={sum(dims)}, threads {d[0]['threads']}")
         ax.axhline(3, color="k", lw=0.8, ls=":", label="target 3 (n >= 1e5)")
         ax.set_xscale("log"), ax.set_yscale("log")
         ax.set_xlabel("n"), ax.set_ylabel("time / time of X^T X")
@@ -1111,14 +1218,14 @@ class Runner:
         ax.set_xlabel("p"), ax.set_ylabel("seconds"), ax.set_title(f"vs p (n={SCALING_P_N:,})")
         ax.legend(fontsize=7)
         ax = axes[1, 0]
-        tab = [r for r in self.peer_table() if np.isfinite(r["time_median_s"])]
+        tab = [r for r in self.peer_table() if np.isfinite(r["time_median_s"]) and r["threads"] == head]
         designs = list(dict.fromkeys(r["design"] for r in tab))
         width = 0.8 / len(METHODS)
         for j, m in enumerate(METHODS):
             vals = [next((r["time_median_s"] for r in tab if r["design"] == d and r["method"] == m), np.nan) for d in designs]
             ax.bar(np.arange(len(designs)) + j * width, vals, width, label=m)
         ax.set_xticks(np.arange(len(designs)) + 0.4 - width / 2, [d.replace(" ", "\n") for d in designs], fontsize=7)
-        ax.set_yscale("log"), ax.set_ylabel("median fit time [s] (1 BLAS thread)"), ax.set_title("peers")
+        ax.set_yscale("log"), ax.set_ylabel(f"median fit time [s] (BLAS threads: {head})"), ax.set_title("peers")
         ax.legend(fontsize=7)
         ax = axes[1, 1]
         mem = [r for r in self.results["memory"] if r.get("status") == "ok"]
@@ -1142,7 +1249,8 @@ class Runner:
             ax.set_xticks(x, names)
             ax.set_yscale("log")
         ax.set_ylabel("seconds"), ax.set_title("Numba compilation (D1)"), ax.legend(fontsize=7)
-        fig.suptitle(f"hclstat performance ({self.mode} mode; shared {os.cpu_count()}-core machine, medians)")
+        fig.suptitle(f"hclstat performance at commit {self.commit} ({self.mode} mode; {os.cpu_count()}-core machine, "
+                     f"BLAS threads {head}{f', second line {threads_label(self.second)}' if self.second is not None else ''}; medians)")
         fig.tight_layout()
         fig.savefig(self.out / f"{self.stem}.png", dpi=110)
         plt.close(fig)
@@ -1153,16 +1261,23 @@ class Runner:
         pd.set_option("display.width", 220)
         pd.set_option("display.max_columns", 30)
         fmt = lambda v: f"{v:.3g}"  # noqa: E731
-        print("\n== floor ratio: HCL fit time / time of X^T X (medians; n >= 1e5 target <= 3)")
-        cols = ["n", "p", "mode", "status", "repeats", "ref_s", "ref_product_only_s", "moments_s", "fit_s",
+        print(f"\n== commit {self.commit}; headline: BLAS threads {threads_label(self.headline)}"
+              + (f", second line: {threads_label(self.second)}" if self.second is not None else ""))
+        print("\n== floor ratio: HCL fit time / time of X^T X under the same threads (medians; n >= 1e5 target <= 3)")
+        cols = ["n", "p", "threads", "blas_threads", "mode", "status", "repeats", "ref_s", "ref_product_only_s", "moments_s", "fit_s",
                 "fit_after_moments_s", "ratio", "ratio_moments", "exact", "reason"]
         fl = pd.DataFrame(self.results["floor"])
         print(fl[[c for c in cols if c in fl]].to_string(index=False, float_format=fmt))
         print("\n== scaling slopes (log-log):", json.dumps({k: round(v, 3) for k, v in self.scaling_slopes().items()}))
-        print("\n== peers (1 BLAS thread; ratio = method time / HCL time, paired by seed)")
+        print("\n== peers (ratio = method time / HCL time, paired by seed, same threads)")
         tab = pd.DataFrame(self.peer_table())
         if len(tab):
             print(tab.to_string(index=False, float_format=fmt))
+        ratio = self.hcl_thread_ratio()
+        if ratio is not None:
+            print(f"   HCL on D1: threads {threads_label(self.headline)} {ratio['headline_s']:.4f} s, threads "
+                  f"{threads_label(self.second)} {ratio['second_s']:.4f} s, ratio {ratio['ratio']:.2f} "
+                  f"({ratio['seeds']} seeds)")
         print("\n== memory of one HCL fit beyond its input")
         mem = pd.DataFrame(self.results["memory"])
         if len(mem):
@@ -1203,28 +1318,6 @@ class Runner:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def source_fingerprint():
-    """Git commit, dirty flag and a SHA-256 of the package sources (results compare only at equal fingerprints)."""
-    import hashlib
-
-    import hclstat
-
-    root = Path(hclstat.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    out = {"hclstat_sources_sha256": digest.hexdigest()[:16]}
-    try:
-        git = ["git", "-C", str(root.parent)]
-        out["git_head"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                         check=True).stdout.strip()
-        out["git_dirty"] = bool(subprocess.run(git + ["status", "--porcelain", "hclstat"], capture_output=True,
-                                               text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return out
-
-
 def _mode_having(test):
     """How to run the first (smallest) mode whose cells pass ``test``."""
     for mode, flag in (("quick", "--quick"), ("default", "the default mode"), ("full", "--full")):
@@ -1243,6 +1336,21 @@ def _available_ram():
     return psutil.virtual_memory().available
 
 
+def _threads_arg(text):
+    """``'default'`` -> None (the machine's threads), ``'none'`` (no second line) as is, else a count >= 1."""
+    if text in (None, "default"):
+        return None
+    if text == "none":
+        return "none"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'default', 'none' or a positive integer, got {text!r}")
+    return n
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = p.add_mutually_exclusive_group()
@@ -1252,8 +1360,12 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--scratch", default=None, help="directory for generated data (default: the system temp dir)")
     p.add_argument("--keep-data", action="store_true", help="keep the generated data files")
-    p.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads for the floor, scaling and memory sections (default 1: the machine is shared); peers use 1")
+    p.add_argument("--threads", type=_threads_arg, default=None,
+                   help="headline BLAS threads of every section: 'default' (the default: the machine's threads, "
+                        "no pinning, the package's own rule) or a count")
+    p.add_argument("--second-threads", type=_threads_arg, default=1,
+                   help="BLAS threads of the second line of the floor ratio and the D1 peers (default 1; "
+                        "'none' to skip it)")
     p.add_argument("--peer-k", type=int, default=15, help="starting factors of MOFA+/GFA (at least twice the truth)")
     p.add_argument("--peer-repeats", type=int, default=5,
                    help=f"timed fits per (method, seed) when one takes under {REPEAT_BELOW_S:.0f} s (median reported)")
@@ -1263,6 +1375,8 @@ def parse_args(argv=None):
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    if a.threads == "none":
+        p.error("--threads: expected 'default' or a positive integer, got 'none'")
     bad = [s for s in a.sections if s not in SECTIONS]
     if bad:
         p.error(f"--sections: unknown {bad}; expected a subset of {SECTIONS}")

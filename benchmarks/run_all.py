@@ -7,8 +7,9 @@ benchmark last.
 2. ``bench_patterns.py``     pattern recovery on D1 vs the oracle, MOFA+ and GFA
 3. ``bench_matrix_free.py``  dense HCL vs the matrix-free path as p grows (quick grid by default)
 4. ``bench_performance.py``  floor ratio, scaling, peers, memory, Numba compile time, profile
-5. any other ``bench_*.py`` in this directory, in name order (``--quick`` passed in the
-   quick and default modes)
+5. ``bench_threads.py``      one BLAS thread vs the machine's, per stage (quick grid unless ``--full``)
+6. any other ``bench_*.py`` in this directory, in name order (``--quick`` passed in the
+   quick and default modes; such a script writes where it chooses)
 
 Modes:
 
@@ -20,8 +21,9 @@ Modes:
   out-of-core cell of ``bench_performance``).
 
 A script that fails does not stop the others; the exit status is 1 when any
-failed. ``results/run_all[_quick|_full].json`` records, per script, the command,
-exit status and wall time.
+failed. ``results/run_all[_quick|_full].json`` records the commit of the
+``hclstat`` the scripts import and, per script, the command, exit status and
+wall time.
 
 Usage::
 
@@ -62,6 +64,11 @@ KNOWN = {
         "default": ["--out", "{out}"],
         "full": ["--full", "--out", "{out}"],
     },
+    "bench_threads.py": {
+        "quick": ["--quick", "--out", "{out}"],
+        "default": ["--quick", "--out", "{out}"],
+        "full": ["--out", "{out}"],
+    },
 }
 
 
@@ -76,6 +83,17 @@ def command(script, mode, out):
     if args is None:  # a script this runner does not know: its quick mode unless --full
         args = [] if mode == "full" else ["--quick"]
     return [sys.executable, str(HERE / script)] + [a.format(out=out) for a in args]
+
+
+def source_of(env):
+    """The fingerprint of the ``hclstat`` the scripts import (asked of a child with their environment)."""
+    code = ("import json, provenance; fp = provenance.source_fingerprint(); "
+            "print(json.dumps({'commit': provenance.commit_label(fp), **fp}))")
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=HERE.parent, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = res.stderr.strip().splitlines()
+        return {"error": tail[-1] if tail else f"exit status {res.returncode}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -105,7 +123,8 @@ def main(argv=None):
         return 0
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
-    record = {"mode": mode, "out": str(out), "scripts": []}
+    record = {"mode": mode, "out": str(out), "source": source_of(env), "scripts": []}
+    print(f"run_all ({mode}) at commit {record['source'].get('commit', '?')}", flush=True)
     suffix = {"quick": "_quick", "default": "", "full": "_full"}[mode]
     t_all = time.perf_counter()
     for script, cmd in cmds:
