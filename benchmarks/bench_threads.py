@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import commit_label  # noqa: E402
+
 GRID = (180, 600, 1500, 3000)
 QUICK_GRID = (180, 600)
 WEIGHTS = (4, 5, 6)
@@ -44,14 +47,6 @@ def _dims(p_total):
     sizes = np.floor(p_total * w / w.sum()).astype(int)
     sizes[-1] += p_total - sizes.sum()
     return dict(zip("abc", (int(s) for s in sizes)))
-
-
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _median_time(fn, repeats):
@@ -109,7 +104,7 @@ def main(argv=None):
         many = next(r for r in rows if r["p_total"] == p and r["threads"] != 1)
         if crossover is None and many["fit_after_moments_s"] < one["fit_after_moments_s"]:
             crossover = p
-    doc = {"commit": _commit(), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    doc = {"commit": commit_label(), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
            "n": args.n, "rows": rows, "crossover_p_total": crossover}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

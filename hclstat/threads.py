@@ -54,11 +54,6 @@ def user_threads():
     return n
 
 
-def _threads_for(n_columns):
-    n = user_threads()
-    if n is not None:
-        return n
-    return 1 if n_columns < CROSSOVER_COLUMNS else None
 
 
 _CONTROLLER = None
@@ -78,14 +73,16 @@ def _controller():
 
 
 @contextlib.contextmanager
-def _blas_limit(n):
+def _blas_limit(n, *, forced):
+    """Limit BLAS to ``n`` threads (``None``: leave it); a rule's limit (``forced`` false)
+    only ever lowers what the libraries run, a user's setting is applied as given."""
     if n is None:
         yield
         return
     ctl = _controller()
     blas = ctl.select(user_api="blas")
     current = [lib.num_threads for lib in blas.lib_controllers]
-    if not current or (user_threads() is None and n >= max(current)):
+    if not current or (not forced and n >= max(current)):
         yield  # nothing to lower: never raise a limit the caller has set
         return
     with ctl.limit(limits=n, user_api="blas"):
@@ -100,9 +97,12 @@ def small_block_threads(n_columns):
     n_columns : int
         Stacked dimension ``p = sum_m p_m`` of the fit.
     """
-    return _blas_limit(_threads_for(int(n_columns)))
+    n = user_threads()
+    if n is not None:
+        return _blas_limit(n, forced=True)
+    return _blas_limit(1 if int(n_columns) < CROSSOVER_COLUMNS else None, forced=False)
 
 
 def moment_pass_threads():
     """BLAS thread limit for the moment pass (only a user setting limits it)."""
-    return _blas_limit(user_threads())
+    return _blas_limit(user_threads(), forced=True)

@@ -319,23 +319,28 @@ def test_objective_path_is_monotone_for_given_and_learned_patterns(d1):
     assert _is_monotone(learned.objective_path_)
 
 
-def test_penalised_steps_decrease_the_penalised_objective(d1):
-    # one call with n_outer=1 is one majorise-minimise sweep over the modalities; the
-    # block weights are the noise levels c_aj = 2 sum_b tau_ab ||A_bj|| (any positive
-    # weights make the sub-problems convex; these prune foreign blocks at multiplier 4)
+def _whitened_d1_start(d1):
+    """A D1 fit, its noise-whitened covariance datafit, and a start away from the
+    fitted support (every block free and perturbed) on that scale."""
     model = HierarchicalModel.random(d1, loading_scale=0.3, random_state=3)
     views, _ = model.sample(300, random_state=103)
     est = HCL(hierarchy=d1, random_state=0).fit(views)
     S = np.cov(np.concatenate([views[m] for m in d1.modalities], axis=1), rowvar=False)
-    psi = np.concatenate([est.noise_variances_[m] for m in d1.modalities])
-    dh = 1.0 / np.sqrt(psi)
-    Sw = S * dh[:, None] * dh[None, :]
+    dh = 1.0 / np.sqrt(np.concatenate([est.noise_variances_[m] for m in d1.modalities]))
+    dfw = CovarianceDatafit.from_matrix(S * dh[:, None] * dh[None, :], d1.dims, 300)
+    noise = np.random.default_rng(0).standard_normal((dfw.n_features, d1.n_components))
+    A = est.stacked_loadings() * dh[:, None] + 0.05 * noise
+    return est, dfw, A
+
+
+def test_penalised_steps_decrease_the_penalised_objective(d1):
+    # one call with n_outer=1 is one majorise-minimise sweep over the modalities; the
+    # block weights are the noise levels c_aj = 2 sum_b tau_ab ||A_bj|| (any positive
+    # weights make the sub-problems convex; these prune foreign blocks at multiplier 4)
+    est, dfw, A = _whitened_d1_start(d1)
+    Sw = dfw.covariance_matrix()
     sl = list(d1.feature_slices().values())
     M, K = d1.n_modalities, d1.n_components
-    rng = np.random.default_rng(0)
-    # start away from the fitted support: every block free and perturbed
-    A = est.stacked_loadings() * dh[:, None] + 0.05 * rng.standard_normal((Sw.shape[0], K))
-    dfw = CovarianceDatafit.from_matrix(Sw, d1.dims, 300)
     tau = pair_noise_levels(dfw, 300)
     c = np.array([[2.0 * sum(tau[a, b] * np.linalg.norm(A[sl[b], j]) for b in range(M) if b != a)
                    for j in range(K)] for a in range(M)])
@@ -381,15 +386,8 @@ def test_bic_of_a_model_covariance_that_is_not_positive_definite_is_infinite(d1)
 def test_a_penalised_step_that_does_not_majorise_is_rejected(d1):
     # with a single curvature trial per step (max_doublings=1) most steps start below the
     # curvature they need; such a step must be rejected, counted, and the objective stay monotone
-    model = HierarchicalModel.random(d1, loading_scale=0.3, random_state=3)
-    views, _ = model.sample(300, random_state=103)
-    est = HCL(hierarchy=d1, random_state=0).fit(views)
-    S = np.cov(np.concatenate([views[m] for m in d1.modalities], axis=1), rowvar=False)
-    psi = np.concatenate([est.noise_variances_[m] for m in d1.modalities])
-    dh = 1.0 / np.sqrt(psi)
-    dfw = CovarianceDatafit.from_matrix(S * dh[:, None] * dh[None, :], d1.dims, 300)
+    _, dfw, A = _whitened_d1_start(d1)
     M, K = d1.n_modalities, d1.n_components
-    A = est.stacked_loadings() * dh[:, None] + 0.05 * np.random.default_rng(0).standard_normal((dfw.n_features, K))
     free = np.ones((M, K), dtype=bool)
     lamv = np.full((M, K), 0.05)
     solver = RowLeastSquares(max_doublings=1)
