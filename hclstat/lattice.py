@@ -5,9 +5,12 @@ For a modality ``m`` and a set ``U`` of other modalities,
     rank Cov(x_m, x_U) = sum of k_S over structures S ∋ m that meet U
 
 — noise-free, so no noise model is needed. Each rank is estimated by counting
-singular values of the sample cross-covariance above a permutation-null
-threshold calibrated for that very pair (shuffle the rows of ``x_U``); every
-non-specific ``k_S`` then follows by Möbius inversion over ``U``. Each ``S``
+singular values of the sample cross-covariance above a threshold from joint
+row-permutation nulls (every modality's rows shuffled independently), all
+``M (2^{M-1} - 1)`` tests decided together at a stated family-wise level
+(:mod:`hclstat.calibration`: under independent modalities, the chance of any
+cross rank above 0 is at most the level); every non-specific ``k_S`` then
+follows by Möbius inversion over ``U``. Each ``S``
 gets one estimate per member; the final ranks are the integer least-squares fit
 of *all* observed ranks (started from the rounded median of the member
 estimates), and disagreement between members is reported.
@@ -19,7 +22,7 @@ covariance of the same ``n`` and ``p``.
 
 One algorithm (:func:`lattice_from_tests`) takes its tests from a threshold
 policy; both policies here read a datafit (:mod:`hclstat.moments.base`):
-:func:`permutation_test` (row-permutation nulls from a row source) and
+:func:`permutation_test` (the family-wise procedure on a row source) and
 :func:`bound_test` (an analytic null bound, no rows). :func:`datafit_lattice`
 and :func:`datafit_specific_ranks` are what the estimators call;
 :func:`rank_lattice` and :func:`specific_ranks` are their array / Moments forms.
@@ -36,11 +39,13 @@ import pandas as pd
 
 from .exceptions import EstimationWarning
 from .factor_analysis import fa_noise as _fa_noise
+from .calibration import draw_joint_permutations, familywise_test, resolve_permutations
 from .hierarchy import Hierarchy
 from .moments.base import require
-from .moments.compute import Moments
+from .moments.compute import Moments, compute_moments
 from .moments.covariance import CovarianceDatafit
 from .moments.data import CentredData
+from .moments.nulls import matched_rows
 from .utils import check_random_state
 
 __all__ = [
@@ -51,6 +56,7 @@ __all__ = [
     "fit_structure_ranks",
     "implied_rank",
     "lattice_from_tests",
+    "lattice_tests",
     "mobius_estimates",
     "noise_whitened_rank",
     "permutation_test",
@@ -122,25 +128,6 @@ def mobius_estimates(observed, m, others):
     return est
 
 
-def lattice_z(level, n_modalities):
-    """Normal quantile at the Bonferroni level ``level / T`` over the lattice's
-    ``T = M (2^{M-1} - 1)`` rank tests (``None`` when ``level`` is None)."""
-    if level is None:
-        return None
-    from scipy.stats import norm
-
-    return float(norm.isf(level / (n_modalities * (2 ** (n_modalities - 1) - 1))))
-
-
-def null_threshold(tops, z):
-    """Threshold from the top null singular values of the permutations:
-    ``mean + z sd`` (the largest when ``z`` is None)."""
-    tops = np.asarray(tops, dtype=np.float64)
-    if z is None:
-        return float(tops.max())
-    return float(tops.mean() + z * tops.std(ddof=1))
-
-
 def specific_level(alpha, n_modalities):
     """Per-modality level of the specific-rank tests (family-wise ``alpha``),
     floored at the smallest tabulated Tracy-Widom level."""
@@ -182,25 +169,30 @@ def fit_structure_ranks(observed_ranks, modalities, start):
     return {s: k for s, k in ranks.items() if k > 0}, best
 
 
-def permutation_test(datafit, null, perms, *, z=None, max_count=None):
-    """Threshold policy: row-permutation nulls of the cross-covariance itself.
+def lattice_tests(modalities):
+    """The lattice's tests ``(m, others)`` in the order they run: modality by modality,
+    every non-empty ``U`` of the other modalities (by size, then position)."""
+    mods = list(modalities)
+    for m in mods:
+        W = _others(mods, m)
+        for U in _nonempty_subsets(W):
+            yield m, [o for o in W if o in U]
 
-    The threshold of ``(m, U)`` is ``null_threshold`` of the top singular values
-    of ``null``'s permuted ``S_{m,U}`` (permutations ``perms[m]``), rescaled by
-    ``sqrt((n_null - 1) / (n - 1))`` when ``null`` holds a row subsample (the
-    spectral norm of the cross-covariance of independent blocks scales as
-    ``n^{-1/2}``; first-order correct). ``datafit`` supplies the observed values.
+
+def permutation_test(datafit, null, draws, *, alpha=0.01, max_count=None):
+    """Threshold policy: the family-wise procedure on joint row-permutation nulls.
+
+    Every test of the lattice is decided at once by the Westfall-Young
+    step-down max-T procedure of :func:`hclstat.calibration.familywise_test`
+    on the statistics of ``null`` (a row source) under the joint ``draws``
+    (:func:`hclstat.calibration.draw_joint_permutations`); ``datafit``
+    supplies the observed values. Under independent modalities the chance
+    that any cross rank of the lattice comes out above 0 is at most ``alpha``.
     """
     require(null, ["permutation_nulls"], "the permutation threshold policy")
     require(datafit, ["cross_singular_values"], "the rank lattice")
-    n, n_null = datafit.n_samples, null.n_samples
-    scale = np.sqrt((n_null - 1) / (n - 1))
-
-    def test(m, others):
-        tau = scale * null_threshold(null.permutation_nulls(m, others, perms[m]), z)
-        return tau, datafit.cross_singular_values(m, others, tau, max_count=max_count)
-
-    return test
+    return familywise_test(datafit, null, draws, lattice_tests(datafit.modalities), alpha=alpha,
+                           max_count=max_count)
 
 
 def bound_test(datafit, *, max_count=None):
@@ -214,57 +206,63 @@ def bound_test(datafit, *, max_count=None):
     return test
 
 
-def datafit_lattice(datafit, *, null=None, n_permutations=10, max_rank=None, random_state=None, level=0.01):
+def datafit_lattice(datafit, *, null=None, n_permutations=None, max_rank=None, random_state=None, level=0.01):
     """The rank lattice of a datafit.
 
     With a row source ``null`` (a datafit with ``permutation_nulls``, e.g.
-    :class:`~hclstat.moments.data.CentredData` on a row subsample) the
-    thresholds are permutation nulls (:func:`permutation_test`), the
-    permutations drawn from ``random_state`` modality by modality before
-    anything else; without one, the analytic bound (:func:`bound_test`).
-    See :func:`rank_lattice` for ``level`` and ``max_rank``.
+    :class:`~hclstat.moments.data.CentredData` on the rows or a subsample of
+    them) the tests are decided together at family-wise level ``level``
+    (:func:`permutation_test`), the joint permutations drawn from
+    ``random_state`` modality by modality before anything else; without one,
+    by the analytic bound (:func:`bound_test`, no stated level). See
+    :func:`rank_lattice` for ``n_permutations``, ``level`` and ``max_rank``.
     """
     mods = list(datafit.modalities)
     if len(mods) < 2:
         raise ValueError(f"rank lattice: need at least 2 modalities, got {len(mods)}")
-    if n_permutations < 1:
-        raise ValueError(f"n_permutations: expected a positive integer, got {n_permutations}")
+    if n_permutations is not None and n_permutations < 1:
+        raise ValueError(f"n_permutations: expected a positive integer or None, got {n_permutations}")
+    if level is None or not 0 < level < 1:
+        raise ValueError(f"level: expected a family-wise level in (0, 1), got {level!r}")
     if null is None:
         test = bound_test(datafit, max_count=max_rank)
     else:
-        rng = check_random_state(random_state)
-        perms = {m: [rng.permutation(null.n_samples) for _ in range(n_permutations)] for m in mods}
-        test = permutation_test(datafit, null, perms, z=lattice_z(level, len(mods)), max_count=max_rank)
+        count = resolve_permutations(n_permutations, level)
+        draws = draw_joint_permutations(mods, null.n_samples, count, check_random_state(random_state))
+        test = permutation_test(datafit, null, draws, alpha=level, max_count=max_rank)
     return lattice_from_tests(mods, test, max_rank=max_rank)
 
 
-def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None, random_state=None, level=0.01):
+def rank_lattice(arrays=None, *, moments=None, n_permutations=None, max_rank=None, random_state=None, level=0.01):
     """Estimate the non-specific ranks from centred data.
 
     Parameters
     ----------
     arrays : dict of str to ndarray of shape (n_null, p_m), optional
         Centred views, or a random subset of their rows, for the permutation
-        nulls (NaN entries are treated as zero after centring). When
-        ``moments`` is given too, the observed cross-covariances come from it
-        and null levels from ``n_null < n`` rows are rescaled by
-        ``sqrt((n_null - 1) / (n - 1))``.
+        nulls; NaN marks a missing entry (its mask moves with its row and every
+        null block is pairwise complete, as the statistic). When ``moments``
+        is given too, the observed cross-covariances come from it; a complete
+        subsample (``n_null < n``) then has its covariances matched to
+        ``moments`` and its null levels rescaled by
+        ``sqrt((n_null - 1) / (n - 1))`` (:func:`hclstat.moments.nulls.matched_rows`).
     moments : Moments, optional
         Used when ``arrays`` is None: thresholds then come from the bound
         ``(sqrt(tr S_mm ||S_UU||) + sqrt(tr S_UU ||S_mm||)) / sqrt(n)`` on the
         spectral norm of the cross-covariance of independent blocks instead of
-        permutations.
-    n_permutations : int
-        Row permutations per modality.
-    level : float or None
-        Family-wise level of the rank tests. The threshold for ``(m, U)`` is
-        ``mean + z sd`` of the top null singular value over the permutations,
-        with ``z`` the upper ``level / T`` normal quantile and ``T`` the number
-        of lattice tests (Bonferroni), so the chance that any test counts a
-        noise direction stays below ``level`` at every ``n``. ``None`` takes the
-        largest null singular value instead (a per-test level of about
-        ``1 / (n_permutations + 1)``, which does not shrink with ``n``:
-        measured on D1 at s = 0.3, 38/40 exact against 40/40 with ``level=0.01``).
+        permutations (no stated level).
+    n_permutations : int or None
+        Joint permutations (each permutes every modality's rows independently).
+        ``None``: ``max(99, ceil(1 / level) - 1)``. Fewer than
+        ``ceil(1 / level) - 1`` cannot reach the level: a ValueError.
+    level : float
+        Family-wise level of the whole lattice: under independent modalities
+        the probability that any cross rank comes out above 0 is at most
+        ``level`` (Westfall-Young step-down max-T over all
+        ``M (2^{M-1} - 1)`` tests, :mod:`hclstat.calibration`; exact up to
+        the Monte Carlo standardisation when the nulls use every row).
+        Singular values beyond the first of a test are counted against its
+        single-step family threshold.
     max_rank : int, optional
         Cap on any observed cross rank.
 
@@ -277,11 +275,19 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=10, max_rank=None,
     null = None
     if arrays is not None:
         X = {m: np.asarray(a, dtype=np.float64) for m, a in arrays.items()}
-        X = {m: np.nan_to_num(a) if np.isnan(np.add.reduce(a, axis=0)).any() else a for m, a in X.items()}
+        masks = {m: ~np.isnan(a) for m, a in X.items()}
+        if all(w.all() for w in masks.values()):
+            masks = None
+        elif moments is None:
+            moments = compute_moments(X)
+        if masks is not None:
+            X = {m: np.where(masks[m], a, 0.0) for m, a in X.items()}
+        elif moments is not None and next(iter(X.values())).shape[0] < moments.n_samples:
+            X = {m: matched_rows(a, moments.block(m, m)) for m, a in X.items()}
         # Krylov starts (wide blocks only) from a child stream: the permutations keep the stream itself
         random_state = check_random_state(random_state)
         null = CentredData(X, means={m: np.zeros(a.shape[1]) for m, a in X.items()},
-                           random_state=random_state.spawn(1)[0], dense_nulls=True)
+                           random_state=random_state.spawn(1)[0], dense_nulls=True, masks=masks)
         if moments is None:
             moments = _moments_of_centred(X)
     return datafit_lattice(CovarianceDatafit(moments), null=null, n_permutations=n_permutations,
@@ -302,30 +308,33 @@ def lattice_from_tests(modalities, test, *, max_rank=None):
 
     ``test(m, others)`` returns the threshold of ``rank Cov(x_m, x_U)`` for
     ``U = others`` and the singular values of the cross-covariance above it
-    (at least its largest one). Tests run modality by modality, every ``U`` of
-    one modality in a row. Möbius inversion gives each member's estimate of
-    every non-specific rank, and the integer least-squares fit of all observed
-    ranks (from the rounded median of the member estimates) decides.
+    (at least its largest one), optionally with a dict of extra columns for
+    :attr:`RankLattice.observed` (a ``rank`` there is the test's decision;
+    otherwise the rank is the number of singular values above the threshold).
+    Tests run in the order of :func:`lattice_tests`. Möbius inversion gives
+    each member's estimate of every non-specific rank, and the integer
+    least-squares fit of all observed ranks (from the rounded median of the
+    member estimates) decides.
     """
     mods = list(modalities)
-    rows, member_rows, observed, thresholds, estimates = [], [], {}, {}, {}
-    for m in mods:
-        W = _others(mods, m)
-        r = {}
-        for U in _nonempty_subsets(W):
-            others = [o for o in W if o in U]
-            tau, sv = test(m, others)
-            k = int(np.sum(sv > tau))
-            if max_rank is not None:
-                k = min(k, int(max_rank))
-            r[(m, U)] = k
-            observed[(m, U)] = k
-            thresholds[(m, U)] = tau
-            rows.append({"modality": m, "U": ",".join(others), "rank": k,
-                         "threshold": tau, "top_singular_value": float(sv[0]) if sv.size else 0.0})
-        for s, val in mobius_estimates(r, m, W).items():
-            estimates.setdefault(s, {})[m] = val
-            member_rows.append({"structure": ",".join(o for o in mods if o in s), "modality": m, "estimate": val})
+    rows, member_rows, observed, thresholds, estimates, r = [], [], {}, {}, {}, {}
+    for m, others in lattice_tests(mods):
+        U = frozenset(others)
+        tau, sv, *extra = test(m, others)
+        extra = dict(extra[0]) if extra else {}
+        k = int(extra.pop("rank")) if "rank" in extra else int(np.sum(sv > tau))
+        if max_rank is not None:
+            k = min(k, int(max_rank))
+        r[(m, U)] = observed[(m, U)] = k
+        thresholds[(m, U)] = tau
+        rows.append({"modality": m, "U": ",".join(others), "rank": k, "threshold": tau,
+                     "top_singular_value": float(sv[0]) if sv.size else 0.0, **extra})
+        if len(U) == len(mods) - 1:  # the last test of m: its Möbius estimates
+            for s, val in mobius_estimates(r, m, _others(mods, m)).items():
+                estimates.setdefault(s, {})[m] = val
+                member_rows.append({"structure": ",".join(o for o in mods if o in s), "modality": m,
+                                    "estimate": val})
+            r = {}
     start = {s: int(np.round(np.median(list(e.values())))) for s, e in estimates.items()}
     consistent = all(len(set(e.values())) == 1 for e in estimates.values())
     ranks, misfit = fit_structure_ranks(observed, mods, start)

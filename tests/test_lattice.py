@@ -130,13 +130,13 @@ def test_lattice_from_data_recovers_d1():
     model = HierarchicalModel.random(h, loading_scale=0.3, random_state=0)
     views, _ = model.sample(500, random_state=100)
     centred = {m: v - v.mean(axis=0) for m, v in views.items()}
-    lat = rank_lattice(centred, n_permutations=5, random_state=0)
+    lat = rank_lattice(centred, random_state=0)
     assert lat.ranks == nonspecific(h)
     assert lat.consistent and lat.misfit == 0.0
     # nulls from a row subsample, rescaled to the full n, reach the same ranks
     mom = compute_moments(views)
     sub = {m: v[:300] for m, v in centred.items()}
-    lat_sub = rank_lattice(sub, moments=mom, n_permutations=5, random_state=0)
+    lat_sub = rank_lattice(sub, moments=mom, random_state=0)
     assert lat_sub.ranks == nonspecific(h)
 
 
@@ -154,8 +154,16 @@ def test_lattice_errors():
         rank_lattice()
     with pytest.raises(ValueError, match="need at least 2 modalities, got 1"):
         rank_lattice({"a": np.zeros((10, 3))})
-    with pytest.raises(ValueError, match="n_permutations: expected a positive integer, got 0"):
+    with pytest.raises(ValueError, match="n_permutations: expected a positive integer or None, got 0"):
         rank_lattice(moments=mom, n_permutations=0)
+    centred = {"a": np.random.default_rng(0).standard_normal((30, 3)), "b": np.random.default_rng(1).standard_normal((30, 2))}
+    with pytest.raises(ValueError, match=r"n_permutations: expected at least 99 permutations for the family-wise "
+                                         r"level alpha=0.01 .*, got 10"):
+        rank_lattice(centred, n_permutations=10)
+    with pytest.raises(ValueError, match=r"n_permutations: expected at least 19 .* alpha=0.05 .*, got 18"):
+        rank_lattice(centred, n_permutations=18, level=0.05)
+    with pytest.raises(ValueError, match=r"level: expected a family-wise level in \(0, 1\), got None"):
+        rank_lattice(centred, level=None)
 
 
 # ------------------------------------------------------------ integer rank fit

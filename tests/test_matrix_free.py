@@ -220,7 +220,12 @@ def test_row_subsample_isotropic_model_and_narrow_modality_agree_with_hcl():
             free = MatrixFreeHCL(noise_model=noise_model, **kw).fit(views)
         assert dense.hierarchy_ == h
         _assert_close_to_hcl(dense, free, model)
-        assert_allclose(free.lattice_.observed["threshold"], dense.lattice_.observed["threshold"], rtol=1e-6)
+        # HCL matches its subsample's covariances to the full sample's before permuting
+        # (hclstat.moments.nulls.matched_rows); MatrixFreeHCL, which forms no p x p block,
+        # rescales to first order only: its thresholds sit up to a few per cent higher
+        ratio = free.lattice_.observed["threshold"].to_numpy() / dense.lattice_.observed["threshold"].to_numpy()
+        assert np.all(ratio > 1 - 1e-3) and np.all(ratio < 1.06), ratio
+        assert (free.lattice_.observed["rank"] == dense.lattice_.observed["rank"]).all()
 
 
 def test_four_modalities_and_bic_selection_agree_with_hcl():

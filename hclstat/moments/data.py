@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..utils import _LANCZOS_MIN_DIM, check_random_state, top_singular_values
+from ..utils import check_random_state
 from .base import Datafit
 from .krylov import COUNT_TOL, RITZ_TOL, block_lanczos, lanczos_lockstep
+from .nulls import joint_pair_products, joint_relative, joint_top_singular_values
 
 __all__ = ["CentredData"]
 
 #: rows per gathered chunk hold about this many float64 entries (row subsets only)
 _CHUNK_ENTRIES = 1 << 18
+#: permutation nulls advanced together by block Lanczos (bounds the Krylov bases held at once)
+_LOCKSTEP_DRAWS = 10
 #: Hutchinson probes per modality for the objective constant
 _N_PROBES = 16
 
@@ -55,8 +58,14 @@ class CentredData(Datafit):
         Stream of the random Krylov starts (shared with every derived view).
     dense_nulls : bool
         Form the permutation nulls as dense single-precision products (a
-        ``p_a x p_U`` block per permutation: the fast choice for the rows
-        behind dense moments) instead of block Lanczos from products.
+        ``p_a x p_b`` block per pair and permutation: the fast choice for the
+        rows behind dense moments) instead of block Lanczos from products.
+    masks : dict of str to ndarray of bool of shape (n_samples, p_m), optional
+        Observed entries (a row source with missing entries; needs
+        ``dense_nulls``). Only the permutation nulls read them: each row's mask
+        moves with its values and every null block is the pairwise-complete
+        covariance of the permuted rows (:mod:`hclstat.moments.nulls`); the
+        other products treat a masked entry as its column mean.
 
     Notes
     -----
@@ -65,7 +74,7 @@ class CentredData(Datafit):
     """
 
     def __init__(self, views, *, means=None, scales=None, rows=None, ddof=1, random_state=None,
-                 dense_nulls=False):
+                 dense_nulls=False, masks=None):
         arrays = {}
         n = None
         for m, x in views.items():
@@ -95,6 +104,12 @@ class CentredData(Datafit):
         self._variances, self._norms, self._nulls = {}, {}, (None, None, None)
         self.random_state = check_random_state(random_state)
         self.dense_nulls = bool(dense_nulls)
+        self.masks = None
+        if masks is not None:
+            self.masks = {m: np.asarray(masks[m], dtype=bool) for m in self.modalities}
+            for m, w in self.masks.items():
+                if w.shape != arrays[m].shape:
+                    raise ValueError(f"masks: expected shape {arrays[m].shape} for modality {m!r}, got {w.shape}")
 
     # --------------------------------------------------------- derived views
     def _derive(self, **changes):
@@ -236,39 +251,41 @@ class CentredData(Datafit):
         (``p_a^2 <= n``), where it is no larger than one column of the data."""
         S = self.cross(a, a, np.eye(self.dims[a]))
         return 0.5 * (S + S.T)
-    def _cross_products(self, a, others, perms=None):
-        """``S_j B`` and ``S_j^T Y`` for ``S_j = X_{a,c}^T P_j X_{U,c} / (n - ddof)``, batched over ``j``.
+    def _cross_products(self, a, others, rel=None):
+        """``S_j B`` and ``S_j^T Y`` for ``S_j = X_{a,c}^T X_{U,c}^{(j)} / (n - ddof)``, batched over ``j``.
 
-        ``P_j`` permutes rows (``(P X)[i] = X[perm_j[i]]``, as
-        :func:`hclstat.lattice.rank_lattice` permutes ``x_U``); ``perms=None``
-        is the single unpermuted block. Each batched product is one pass over
-        the rows of every modality involved.
+        ``rel[o]`` (shape (n_problems, n)) moves the rows of each ``o`` in ``U``
+        against ``a``'s in problem ``j`` (``X_o^{(j)}[i] = X_o[rel[o][j, i]]``);
+        ``rel=None`` is the single unpermuted block. Each batched product is one
+        pass over the rows of every modality involved.
         """
         bounds = np.cumsum([0] + [self.dims[o] for o in others])
-        perms = [None] if perms is None else [np.asarray(p) for p in perms]
-        invs = []
-        for p in perms:
-            inv = None
-            if p is not None:
-                inv = np.empty_like(p)
-                inv[p] = np.arange(p.size)
-            invs.append(inv)
+        rel = {} if rel is None else rel
+        inv = {}
+        for o, r in rel.items():
+            inv[o] = np.empty_like(r)
+            np.put_along_axis(inv[o], r, np.broadcast_to(np.arange(r.shape[1]), r.shape), axis=1)
 
         def split(Y, widths):
             return np.split(Y, np.cumsum(widths)[:-1], axis=1)
 
         def fwd(blocks, idx):  # (p_U, b) -> (p_a, b)
             widths = [B.shape[1] for B in blocks]
-            Y = sum(self.matmat(o, np.hstack([B[bounds[i] : bounds[i + 1]] for B in blocks]))
-                    for i, o in enumerate(others))
-            parts = [y if perms[j] is None else y[perms[j]] for y, j in zip(split(Y, widths), idx)]
+            parts = None
+            for i, o in enumerate(others):
+                Y = split(self.matmat(o, np.hstack([B[bounds[i] : bounds[i + 1]] for B in blocks])), widths)
+                Y = [y if o not in rel else y[rel[o][j]] for y, j in zip(Y, idx)]
+                parts = Y if parts is None else [p + y for p, y in zip(parts, Y)]
             return split(self.rmatmat(a, np.hstack(parts)) / self.denominator, widths)
 
         def bwd(blocks, idx):  # (p_a, b) -> (p_U, b)
             widths = [B.shape[1] for B in blocks]
-            Z = self.matmat(a, np.hstack(blocks))
-            Z = np.hstack([z if invs[j] is None else z[invs[j]] for z, j in zip(split(Z, widths), idx)])
-            return split(np.vstack([self.rmatmat(o, Z) for o in others]) / self.denominator, widths)
+            Z = split(self.matmat(a, np.hstack(blocks)), widths)
+            out = []
+            for o in others:
+                Zo = np.hstack([z if o not in inv else z[inv[o][j]] for z, j in zip(Z, idx)])
+                out.append(self.rmatmat(o, Zo))
+            return split(np.vstack(out) / self.denominator, widths)
 
         return fwd, bwd
 
@@ -313,61 +330,104 @@ class CentredData(Datafit):
             k = min(2 * k, cap)
 
     def permutation_nulls(self, a, others, perms, *, random_state=None):
-        """Spectral norms of the permutation nulls ``X_{a,c}^T X_{U,c}[perm] / (n - ddof)``.
+        """Top singular values of ``S_{a,U}`` (``U = others``) under row permutations.
 
-        One value per permutation (row ``i`` of ``x_U`` is moved to ``perm[i]``'s
-        place, the statistic itself unchanged). With ``dense_nulls`` the nulls of
-        ``a`` against all other modalities are formed once per ``perms`` in single
-        precision (the top singular value of a null moves by ~1e-8 relative,
-        measured at n = 500 and 5000, against a Monte Carlo spread of several per
-        cent) and each ``U`` takes its columns; otherwise block Lanczos
-        advanced on all permutations together, from products.
+        Parameters
+        ----------
+        a : str
+        others : sequence of str
+        perms : sequence of ndarray of shape (n,), or dict of str to ndarray of shape (B, n)
+            A sequence moves the rows of ``x_U`` together against ``a``'s (row
+            ``i`` of ``x_U`` becomes row ``perm[i]``): one null per permutation.
+            A dict is a set of ``B`` *joint draws*: every modality's rows move by their own
+            permutation (a modality without a key stays in place), each row's
+            mask with its values. Repeated calls with the same draws share the
+            pair products.
+
+        Returns
+        -------
+        ndarray of shape (B,)
+
+        Notes
+        -----
+        With ``dense_nulls`` the pair products are formed in single precision
+        (:mod:`hclstat.moments.nulls`: the top singular value of a null moves by
+        ~1e-7 relative against a Monte Carlo spread of several per cent);
+        otherwise block Lanczos is advanced on all draws together, from products
+        (complete data only).
         """
         others = list(others)
-        pa, pu = self.dims[a], sum(self.dims[o] for o in others)
+        if not isinstance(perms, dict):
+            stacked = np.stack([np.asarray(p, dtype=np.int64) for p in perms])
+            perms = {o: stacked for o in others}
         if self.dense_nulls:
-            cols, nulls = self._dense_nulls(a, perms)
-            idx = np.concatenate([cols[o] for o in others])
-            return _top_singular_value_each([null[:, idx] for null in nulls])
-        fwd, bwd = self._cross_products(a, others, perms)
+            return self._dense_joint(perms)([(a, others)])[:, 0]
+        if self.masks is not None:
+            raise ValueError("permutation_nulls: a row source with masks needs dense_nulls=True (pairwise counts "
+                             "are formed entry by entry)")
+        rel = {o: r for o in others if (r := joint_relative(perms, a, o)) is not None}
+        count = _draw_count(perms)
+        pa, pu = self.dims[a], sum(self.dims[o] for o in others)
         rng = self._rng(random_state)
-        if pa <= pu:
-            res = lanczos_lockstep(lambda bl, idx: fwd(bwd(bl, idx), idx), pa, 1, len(perms),
-                                   random_state=rng, block=4)
-        else:
-            res = lanczos_lockstep(lambda bl, idx: bwd(fwd(bl, idx), idx), pu, 1, len(perms),
-                                   random_state=rng, block=4)
-        return np.array([np.sqrt(max(float(w[0]), 0.0)) for w, _ in res])
+        out = []
+        # draws in groups: each keeps a Krylov basis of its own (memory ~ group x dim x basis size)
+        for start in range(0, count, _LOCKSTEP_DRAWS):
+            part = {o: r[start : start + _LOCKSTEP_DRAWS] for o, r in rel.items()}
+            size = min(_LOCKSTEP_DRAWS, count - start)
+            fwd, bwd = self._cross_products(a, others, part)
+            if pa <= pu:
+                res = lanczos_lockstep(lambda bl, idx: fwd(bwd(bl, idx), idx), pa, 1, size, random_state=rng, block=4)
+            else:
+                res = lanczos_lockstep(lambda bl, idx: bwd(fwd(bl, idx), idx), pu, 1, size, random_state=rng, block=4)
+            out.extend(np.sqrt(max(float(w[0]), 0.0)) for w, _ in res)
+        return np.array(out)
+
+    def joint_permutation_nulls(self, tests, draws):
+        """:meth:`permutation_nulls` of several tests ``(a, others)`` under the same joint
+        ``draws``, shape (B, n_tests) (dense nulls: each pair's product formed once)."""
+        if self.dense_nulls:
+            return self._dense_joint(draws)(tests)
+        return np.column_stack([self.permutation_nulls(a, others, draws) for a, others in tests])
 
     def _centred32(self, m):
         x = self._views[m] if self.rows is None else self._views[m][self.rows]
         s = self._scale(m)
         y = x - self.means[m]
+        if self.masks is not None:
+            y[~self._mask(m)] = 0.0
         return (y if s is None else y * s).astype(np.float32)
 
-    def _dense_nulls(self, a, perms):
-        """The permuted cross-covariances of ``a`` with every other modality (cached per ``a, perms``)."""
-        if self._nulls[0] != a or self._nulls[1] is not perms:
-            W = [o for o in self.modalities if o != a]
-            cols, start = {}, 0
-            for o in W:
-                cols[o] = np.arange(start, start + self.dims[o])
-                start += self.dims[o]
-            # X_a^T X_W[perm] = X_a[perm^{-1}]^T X_W: the narrower side is the one shuffled
-            Xa = self._centred32(a)
-            XW = np.concatenate([self._centred32(o) for o in W], axis=1)
-            nulls = []
-            for perm in perms:
-                if Xa.shape[1] <= XW.shape[1]:
-                    inverse = np.empty_like(perm)
-                    inverse[perm] = np.arange(perm.size)
-                    null = Xa[inverse].T @ XW
+    def _mask(self, m):
+        return self.masks[m] if self.rows is None else self.masks[m][self.rows]
+
+    def _dense_joint(self, draws):
+        """``tests -> (B, n_tests)`` top null singular values under ``draws`` (pair products
+        cached for the last ``draws``)."""
+        if self._nulls[0] is not draws:
+            blocks = {m: self._centred32(m) for m in self.modalities}
+            masks = None if self.masks is None else {m: self._mask(m).astype(np.float32) for m in self.modalities}
+            widths = {m: b.shape[1] for m, b in blocks.items()}
+            if masks is None:
+                for m, b in blocks.items():
+                    if b.shape[1] > b.shape[0]:
+                        # p > n: the nulls' singular values depend on X_m only through X_m X_m^T
+                        u, s, _ = np.linalg.svd(b.astype(np.float64), full_matrices=False)
+                        blocks[m] = (u * s).astype(np.float32)
+                        widths[m] = blocks[m].shape[1]
+            self._nulls = (draws, {}, (blocks, masks, widths))
+        cache, (blocks, masks, widths) = self._nulls[1], self._nulls[2]
+        denominator = self.denominator if masks is None else self.ddof
+
+        def products(x, y):
+            if (x, y) not in cache:
+                if (y, x) in cache:
+                    cache[(x, y)] = cache[(y, x)].transpose(0, 2, 1)
                 else:
-                    null = Xa.T @ XW[perm]
-                null /= self.denominator
-                nulls.append(null)
-            self._nulls = (a, perms, (cols, nulls))
-        return self._nulls[2]
+                    cache[(x, y)] = joint_pair_products(blocks, masks, denominator, (x, y), draws)
+            return cache[(x, y)]
+
+        count = _draw_count(draws)
+        return lambda tests: joint_top_singular_values(products, widths, tests, count)
 
     def frobenius2(self, a, b, *, chunk_columns=256):
         """``||S_ab||_F^2`` exactly, in column chunks of ``S_ab`` (``O(n p_a p_b)`` flops).
@@ -434,12 +494,5 @@ class CentredData(Datafit):
         return XW.T @ XW / self.denominator
 
 
-def _top_singular_value_each(mats):
-    """Largest singular value of each of several equal-shape matrices: one batched
-    LAPACK call on the smaller Gram side for small matrices, Lanczos for each large one."""
-    rows, cols = mats[0].shape
-    if min(rows, cols) >= _LANCZOS_MIN_DIM:
-        return np.array([top_singular_values(c, 1)[0] for c in mats])
-    stack = np.stack(mats).astype(np.float64, copy=False)
-    gram = stack @ stack.transpose(0, 2, 1) if rows <= cols else stack.transpose(0, 2, 1) @ stack
-    return np.sqrt(np.clip(np.linalg.eigvalsh(gram)[:, -1], 0.0, None))
+def _draw_count(draws):
+    return next(iter(draws.values())).shape[0]

@@ -1,0 +1,152 @@
+"""A family-wise level for the cross-covariance rank lattice (Westfall-Young max-T).
+
+The lattice runs one test per modality ``m`` and set ``U`` of other
+modalities: is ``Cov(x_m, x_U)`` zero? Its statistic is the top singular
+value ``s_{m,U}`` of the sample cross-covariance. Under the *global null*
+(independent modalities, i.i.d. rows) the joint law of all these statistics
+is unchanged when every modality's rows are permuted independently, so ``B``
+such *joint draws* (:func:`draw_joint_permutations`) give ``B`` copies of the
+whole family with the observed one exchangeable among them.
+
+Each statistic is standardised by the mean and standard deviation of its own
+null values, ``t = (s - mu) / sd``, and the family is tested by the
+Westfall-Young step-down max-T procedure (Westfall & Young, 1993, Alg. 2.8):
+with the tests ordered by decreasing ``t``,
+
+    p_(j) = max_{i <= j} (1 + #{draws b: max_{k >= i} t^b_(k) >= t_(i)}) / (B + 1),
+
+and a test is rejected (its cross rank is at least 1) when ``p_(j) <= alpha``.
+Singular values beyond the first count against the single-step family
+threshold ``mu + c sd``, ``c`` the ``floor(alpha (B + 1))``-th largest null
+maximum over the whole family.
+
+What is controlled: under independent modalities, the probability that any
+cross rank anywhere in the lattice comes out above 0 is at most ``alpha``
+(a Monte Carlo test: exact for ``B`` with ``(B + 1) alpha`` an integer, up to
+the estimation of ``mu, sd`` from the same draws, when the nulls use every
+row). A rank above the true one of a correlated pair (a noise singular value
+beyond the signal ones) is not a hypothesis of this family; it is counted
+against the single-step threshold, the most conservative level of the
+procedure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["draw_joint_permutations", "familywise_test", "minimum_permutations", "resolve_permutations",
+           "step_down"]
+
+#: draws used when the level asks for fewer (the threshold is then an order statistic of 99 maxima)
+DEFAULT_PERMUTATIONS = 99
+
+
+def minimum_permutations(alpha):
+    """Smallest ``B`` with ``(B + 1) alpha >= 1``: fewer draws cannot reach level ``alpha``
+    (the smallest Monte Carlo p-value is ``1 / (B + 1)``)."""
+    return max(1, math.ceil(1.0 / alpha - 1e-9) - 1)
+
+
+def resolve_permutations(n_permutations, alpha):
+    """``n_permutations`` or, for ``None``, ``max(99, minimum_permutations(alpha))``; a ValueError
+    naming the minimum when the given number cannot reach the level."""
+    low = minimum_permutations(alpha)
+    if n_permutations is None:
+        return max(DEFAULT_PERMUTATIONS, low)
+    B = int(n_permutations)
+    if B < low:
+        raise ValueError(f"n_permutations: expected at least {low} permutations for the family-wise level "
+                         f"alpha={alpha} (the smallest attainable p-value is 1 / (n_permutations + 1)), got "
+                         f"{n_permutations}")
+    return B
+
+
+def draw_joint_permutations(modalities, n_rows, count, rng):
+    """``count`` joint draws: a (count, n_rows) array of independent uniform row permutations
+    per modality after the first (whose rows stay in place: every statistic ignores a
+    common row order, so this is the law of permuting every modality)."""
+    mods = list(modalities)
+    return {m: np.stack([rng.permutation(n_rows) for _ in range(count)]) for m in mods[1:]}
+
+
+def step_down(t_obs, t_null, alpha):
+    """Westfall-Young step-down max-T.
+
+    Parameters
+    ----------
+    t_obs : ndarray of shape (T,)
+    t_null : ndarray of shape (B, T)
+    alpha : float
+
+    Returns
+    -------
+    reject : ndarray of bool, shape (T,)
+    p_values : ndarray of shape (T,)
+        Adjusted (step-down, monotone) p-values.
+    critical : ndarray of shape (T,)
+        The critical value each test met: its step's for the rejected ones and
+        the stopping step's for the others.
+    single : float
+        The single-step critical value (over the whole family).
+    """
+    t_obs, t_null = np.asarray(t_obs, dtype=np.float64), np.asarray(t_null, dtype=np.float64)
+    B, T = t_null.shape
+    k = max(1, int(math.floor(alpha * (B + 1) + 1e-9)))
+    order = np.argsort(-t_obs, kind="stable")
+    # successive maxima over the tests not yet rejected: column j is max over order[j:]
+    tail = np.maximum.accumulate(t_null[:, order][:, ::-1], axis=1)[:, ::-1]
+    raw = (1.0 + np.sum(tail >= t_obs[order][None, :], axis=0)) / (B + 1)
+    adjusted = np.maximum.accumulate(raw)
+    crit = -np.sort(-tail, axis=0)[k - 1]  # k-th largest null maximum per step
+    reject_sorted = adjusted <= alpha + 1e-12
+    stop = int(np.argmin(reject_sorted)) if not reject_sorted.all() else T - 1
+    crit_sorted = np.where(reject_sorted, crit, crit[stop])
+    reject, p_values, critical = np.empty(T, bool), np.empty(T), np.empty(T)
+    reject[order], p_values[order], critical[order] = reject_sorted, adjusted, crit_sorted
+    return reject, p_values, critical, float(crit[0])
+
+
+def familywise_test(datafit, null, draws, tests, *, alpha, max_count=None):
+    """The threshold policy of the family-wise procedure, for :func:`hclstat.lattice.lattice_from_tests`.
+
+    ``null`` is the row source (``permutation_nulls``); its statistics under
+    ``draws`` are rescaled by ``sqrt((n_null - 1) / (n - 1))`` when it holds a
+    row subsample of the ``n`` rows behind ``datafit`` (the row source of
+    :class:`~hclstat.estimators.hcl.HCL` has its covariances matched to the
+    full sample, which makes that rescaling right beyond first order).
+
+    Returns
+    -------
+    test : callable
+        ``test(m, others) -> (threshold, singular_values, extra)`` with
+        ``extra`` holding ``rank``, ``p_value`` and ``first_threshold`` (the
+        level the top singular value met in the step-down).
+    """
+    tests = [(m, list(others)) for m, others in tests]
+    scale = np.sqrt((null.n_samples - 1) / (datafit.n_samples - 1))
+    if hasattr(null, "joint_permutation_nulls"):
+        tops = null.joint_permutation_nulls(tests, draws)
+    else:
+        tops = np.column_stack([null.permutation_nulls(m, others, draws) for m, others in tests])
+    tops = scale * np.asarray(tops, dtype=np.float64)
+    mu, sd = tops.mean(axis=0), tops.std(axis=0, ddof=1)
+    sd = np.where(sd > 0, sd, np.finfo(float).eps * np.maximum(np.abs(mu), 1.0))
+    observed = [datafit.cross_singular_values(m, others, np.inf, max_count=max_count) for m, others in tests]
+    s_obs = np.array([float(sv[0]) if sv.size else 0.0 for sv in observed])
+    reject, p_values, critical, single = step_down((s_obs - mu) / sd, (tops - mu) / sd, alpha)
+    results = {}
+    for j, (m, others) in enumerate(tests):
+        tau = float(mu[j] + single * sd[j])
+        sv = observed[j]
+        if reject[j] and sv.size and sv[-1] > tau:
+            sv = datafit.cross_singular_values(m, others, tau, max_count=max_count)
+        rank = max(1, int(np.sum(sv > tau))) if reject[j] else 0
+        results[(m, tuple(others))] = (tau, sv, {"rank": rank, "p_value": float(p_values[j]),
+                                                  "first_threshold": float(mu[j] + critical[j] * sd[j])})
+
+    def test(m, others):
+        return results[(m, tuple(others))]
+
+    return test
