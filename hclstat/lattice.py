@@ -45,7 +45,7 @@ from .moments.base import require
 from .moments.compute import Moments, compute_moments
 from .moments.covariance import CovarianceDatafit
 from .moments.data import CentredData
-from .moments.nulls import matched_rows
+from .moments.nulls import matched_rows, null_geometry
 from .utils import check_random_state
 
 __all__ = [
@@ -244,8 +244,9 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=None, max_rank=Non
         null block is pairwise complete, as the statistic). When ``moments``
         is given too, the observed cross-covariances come from it; a complete
         subsample (``n_null < n``) then has its covariances matched to
-        ``moments`` and its null levels rescaled by
-        ``sqrt((n_null - 1) / (n - 1))`` (:func:`hclstat.moments.nulls.matched_rows`).
+        ``moments`` (:func:`hclstat.moments.nulls.matched_rows`) and its null
+        levels rescaled by ``sqrt((n_null - 1) / (n - 1))`` times the
+        second-order :func:`hclstat.calibration.finite_size_factor`.
     moments : Moments, optional
         Used when ``arrays`` is None: thresholds then come from the bound
         ``(sqrt(tr S_mm ||S_UU||) + sqrt(tr S_UU ||S_mm||)) / sqrt(n)`` on the
@@ -282,12 +283,15 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=None, max_rank=Non
             moments = compute_moments(X)
         if masks is not None:
             X = {m: np.where(masks[m], a, 0.0) for m, a in X.items()}
-        elif moments is not None and next(iter(X.values())).shape[0] < moments.n_samples:
+        subsample = masks is None and moments is not None and next(iter(X.values())).shape[0] < moments.n_samples
+        if subsample:
             X = {m: matched_rows(a, moments.block(m, m)) for m, a in X.items()}
         # Krylov starts (wide blocks only) from a child stream: the permutations keep the stream itself
         random_state = check_random_state(random_state)
         null = CentredData(X, means={m: np.zeros(a.shape[1]) for m, a in X.items()},
                            random_state=random_state.spawn(1)[0], dense_nulls=True, masks=masks)
+        if subsample:
+            null.null_geometry = null_geometry(moments)
         if moments is None:
             moments = _moments_of_centred(X)
     return datafit_lattice(CovarianceDatafit(moments), null=null, n_permutations=n_permutations,

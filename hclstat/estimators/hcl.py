@@ -33,7 +33,7 @@ from ..exceptions import ConvergenceWarning, EstimationWarning, IdentifiabilityE
 from ..hierarchy import Hierarchy
 from ..lattice import datafit_lattice, datafit_specific_ranks, lattice_hierarchy
 from ..moments import CentredData, CovarianceDatafit, compute_moments
-from ..moments.nulls import matched_rows
+from ..moments.nulls import matched_rows, null_geometry
 from ..solvers import RowLeastSquares, fit_hierarchy, hcl_objective, path_disagreements
 from ..threads import moment_pass_threads
 from ..utils import random_streams
@@ -329,7 +329,9 @@ def _row_source(arrays, moments, rows, rng):
     Missing entries: each modality's observation mask goes with its rows (the
     nulls are pairwise complete, as the moments; a missing entry holds its
     column's mean). A complete subsample has its covariances matched to the
-    full sample's (:func:`~hclstat.moments.nulls.matched_rows`).
+    full sample's (:func:`~hclstat.moments.nulls.matched_rows`; its nulls then
+    get the second-order :func:`~hclstat.calibration.finite_size_factor`);
+    with missing entries a subsample is rescaled to first order only.
     """
     sl = moments.slices
     views, means, masks = {}, {}, {} if moments.has_missing else None
@@ -342,4 +344,7 @@ def _row_source(arrays, moments, rows, rng):
         elif rows is not None:
             x, means[m] = matched_rows(x, moments.covariance[sl[m], sl[m]]), np.zeros(x.shape[1])
         views[m] = x
-    return CentredData(views, means=means, random_state=rng, dense_nulls=True, masks=masks)
+    null = CentredData(views, means=means, random_state=rng, dense_nulls=True, masks=masks)
+    if rows is not None and masks is None:
+        null.null_geometry = null_geometry(moments)
+    return null

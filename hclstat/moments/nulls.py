@@ -31,7 +31,8 @@ import numpy as np
 
 from ..kernels.spectra import lanczos_coefficients, lanczos_steps, top_eigenvalues, top_tridiagonal_reference
 
-__all__ = ["joint_pair_products", "joint_relative", "joint_top_singular_values", "matched_rows"]
+__all__ = ["joint_pair_products", "joint_relative", "joint_top_singular_values", "matched_rows",
+           "null_geometry"]
 
 #: Gram sides from which Lanczos runs on the pair products instead of a formed Gram
 _GRAM_SIDE = 160
@@ -174,3 +175,10 @@ def matched_rows(x, target):
 
     # x_c L_sub^{-T}: rows with identity covariance, then L^T gives the target
     return solve_triangular(low_sub, xc.T, lower=True).T @ low.T
+
+
+def null_geometry(moments):
+    """``{m: (tr S_mm, ||S_mm||_F^2)}`` of :class:`~hclstat.moments.Moments`: what
+    :func:`hclstat.calibration.finite_size_factor` needs of a matched row source."""
+    return {m: (float(np.trace(moments.block(m, m))), float(np.sum(moments.block(m, m) ** 2)))
+            for m in moments.modalities}
