@@ -36,8 +36,11 @@ import math
 
 import numpy as np
 
+from .moments.data import CentredData
+from .moments.nulls import matched_rows, null_geometry
+
 __all__ = ["draw_joint_permutations", "familywise_test", "finite_size_factor", "minimum_permutations",
-           "resolve_permutations", "step_down"]
+           "resolve_permutations", "row_source", "step_down"]
 
 #: draws used when the level asks for fewer (the threshold is then an order statistic of 99 maxima)
 DEFAULT_PERMUTATIONS = 99
@@ -183,3 +186,30 @@ def familywise_test(datafit, null, draws, tests, *, alpha, max_count=None):
         return results[(m, tuple(others))]
 
     return test
+
+
+def row_source(views, means, *, moments=None, subsample=False, random_state=None):
+    """The rows behind the permutation nulls, as a dense-null :class:`CentredData`.
+
+    ``views`` (NaN: missing) are centred with ``means``. Missing entries: each
+    modality's observation mask goes with its rows (pairwise-complete nulls,
+    as the moments; a missing entry holds its column's mean). A complete
+    ``subsample`` of the rows behind ``moments`` has its covariances matched
+    to the full sample's (:func:`~hclstat.moments.nulls.matched_rows`) and
+    carries ``null_geometry`` (:func:`finite_size_factor`); with missing
+    entries a subsample is rescaled to first order only.
+    """
+    views = {m: np.asarray(x, dtype=np.float64) for m, x in views.items()}
+    masks = {m: ~np.isnan(x) for m, x in views.items()}
+    if all(w.all() for w in masks.values()):
+        masks = None
+    means = {m: np.asarray(means[m], dtype=np.float64) for m in views}
+    if masks is not None:
+        views = {m: np.where(masks[m], x, means[m]) for m, x in views.items()}
+    elif subsample:
+        views = {m: matched_rows(x, moments.block(m, m)) for m, x in views.items()}
+        means = {m: np.zeros(x.shape[1]) for m, x in views.items()}
+    source = CentredData(views, means=means, random_state=random_state, dense_nulls=True, masks=masks)
+    if subsample and masks is None:
+        source.null_geometry = null_geometry(moments)
+    return source

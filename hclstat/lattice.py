@@ -39,13 +39,11 @@ import pandas as pd
 
 from .exceptions import EstimationWarning
 from .factor_analysis import fa_noise as _fa_noise
-from .calibration import draw_joint_permutations, familywise_test, resolve_permutations
+from .calibration import draw_joint_permutations, familywise_test, resolve_permutations, row_source
 from .hierarchy import Hierarchy
 from .moments.base import require
 from .moments.compute import Moments, compute_moments
 from .moments.covariance import CovarianceDatafit
-from .moments.data import CentredData
-from .moments.nulls import matched_rows, null_geometry
 from .utils import check_random_state
 
 __all__ = [
@@ -72,8 +70,11 @@ class RankLattice:
     Attributes
     ----------
     observed : DataFrame
-        One row per (modality, set U): ``rank``, ``threshold`` and the largest
-        sample singular value.
+        One row per (modality, set U): ``rank``, ``threshold`` (the level the
+        singular values are counted against) and the largest sample singular
+        value; with the family-wise procedure also ``p_value`` (step-down
+        adjusted) and ``first_threshold`` (the level the largest singular value
+        met in the step-down).
     member_estimates : DataFrame
         One row per (structure, member modality): the Möbius estimate of ``k_S``.
     ranks : dict of frozenset to int
@@ -276,24 +277,15 @@ def rank_lattice(arrays=None, *, moments=None, n_permutations=None, max_rank=Non
     null = None
     if arrays is not None:
         X = {m: np.asarray(a, dtype=np.float64) for m, a in arrays.items()}
-        masks = {m: ~np.isnan(a) for m, a in X.items()}
-        if all(w.all() for w in masks.values()):
-            masks = None
-        elif moments is None:
-            moments = compute_moments(X)
-        if masks is not None:
-            X = {m: np.where(masks[m], a, 0.0) for m, a in X.items()}
-        subsample = masks is None and moments is not None and next(iter(X.values())).shape[0] < moments.n_samples
-        if subsample:
-            X = {m: matched_rows(a, moments.block(m, m)) for m, a in X.items()}
+        n_null = next(iter(X.values())).shape[0]
+        subsample = moments is not None and n_null < moments.n_samples
+        if moments is None:
+            missing = any(np.isnan(a).any() for a in X.values())
+            moments = compute_moments(X) if missing else _moments_of_centred(X)
         # Krylov starts (wide blocks only) from a child stream: the permutations keep the stream itself
         random_state = check_random_state(random_state)
-        null = CentredData(X, means={m: np.zeros(a.shape[1]) for m, a in X.items()},
-                           random_state=random_state.spawn(1)[0], dense_nulls=True, masks=masks)
-        if subsample:
-            null.null_geometry = null_geometry(moments)
-        if moments is None:
-            moments = _moments_of_centred(X)
+        null = row_source(X, {m: np.zeros(a.shape[1]) for m, a in X.items()}, moments=moments,
+                          subsample=subsample, random_state=random_state.spawn(1)[0])
     return datafit_lattice(CovarianceDatafit(moments), null=null, n_permutations=n_permutations,
                            max_rank=max_rank, random_state=random_state, level=level)
 

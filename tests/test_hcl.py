@@ -490,7 +490,7 @@ def test_hierarchy_without_noise_dimension_is_not_identified():
     ({"max_iter": 0}, "max_iter: expected a positive integer, got 0"),
     ({"max_iter": 2.5}, "max_iter: expected a positive integer, got 2.5"),
     ({"max_iter": True}, "max_iter: expected a positive integer, got True"),
-    ({"n_permutations": 0}, "n_permutations: expected a positive integer, got 0"),
+    ({"n_permutations": 0}, "n_permutations: expected a positive integer or None, got 0"),
     ({"max_rank": 0}, "max_rank: expected a positive integer or None, got 0"),
     ({"gamma": -1.0}, "gamma: expected a non-negative number, got -1.0"),
     ({"tol": 0.0}, "tol: expected a positive number, got 0.0"),

@@ -32,8 +32,8 @@ from ..data import check_views
 from ..exceptions import ConvergenceWarning, EstimationWarning, IdentifiabilityError
 from ..hierarchy import Hierarchy
 from ..lattice import datafit_lattice, datafit_specific_ranks, lattice_hierarchy
-from ..moments import CentredData, CovarianceDatafit, compute_moments
-from ..moments.nulls import matched_rows, null_geometry
+from ..calibration import row_source
+from ..moments import CovarianceDatafit, compute_moments
 from ..solvers import RowLeastSquares, fit_hierarchy, hcl_objective, path_disagreements
 from ..threads import moment_pass_threads
 from ..utils import random_streams
@@ -324,27 +324,10 @@ class HCL(BaseHierarchicalEstimator):
 
 
 def _row_source(arrays, moments, rows, rng):
-    """The centred rows (all, or the subset ``rows``) as the permutation-null source.
-
-    Missing entries: each modality's observation mask goes with its rows (the
-    nulls are pairwise complete, as the moments; a missing entry holds its
-    column's mean). A complete subsample has its covariances matched to the
-    full sample's (:func:`~hclstat.moments.nulls.matched_rows`; its nulls then
-    get the second-order :func:`~hclstat.calibration.finite_size_factor`);
-    with missing entries a subsample is rescaled to first order only.
-    """
+    """The rows (all, or the subset ``rows``) behind the permutation nulls, centred with the
+    full-sample means (:func:`hclstat.calibration.row_source`: masks with missing entries,
+    covariances matched to the full sample's on a complete subsample)."""
     sl = moments.slices
-    views, means, masks = {}, {}, {} if moments.has_missing else None
-    for m, a in arrays.items():
-        x = np.asarray(a if rows is None else a[rows], dtype=np.float64)
-        means[m] = moments.means[sl[m]]
-        if masks is not None:
-            masks[m] = ~np.isnan(x)
-            x = np.where(masks[m], x, means[m])
-        elif rows is not None:
-            x, means[m] = matched_rows(x, moments.covariance[sl[m], sl[m]]), np.zeros(x.shape[1])
-        views[m] = x
-    null = CentredData(views, means=means, random_state=rng, dense_nulls=True, masks=masks)
-    if rows is not None and masks is None:
-        null.null_geometry = null_geometry(moments)
-    return null
+    views = {m: a if rows is None else a[rows] for m, a in arrays.items()}
+    return row_source(views, {m: moments.means[sl[m]] for m in arrays}, moments=moments,
+                      subsample=rows is not None, random_state=rng)

@@ -42,8 +42,12 @@ class MatrixFreeHCL(HCL):
     * **spectra**: top singular values / eigenpairs (rank lattice, Tracy-Widom
       rule, initialiser) by block Krylov iterations to a relative Ritz-value
       change of 1e-9 (1e-6 where values are only counted against a threshold);
-      the same permutations are drawn, so with the same ``random_state`` the
-      thresholds agree with :class:`HCL`'s to that accuracy. Specific ranks of
+      the same joint permutations are drawn, so with the same ``random_state``
+      and ``n <= permutation_rows`` the thresholds agree with :class:`HCL`'s to
+      that accuracy. On a row subsample (``n > permutation_rows``) the nulls are
+      rescaled to first order only (matching the subsample's covariances to the
+      full sample's, as :class:`HCL` does, would need the ``p x p`` blocks):
+      measured up to ~5% higher thresholds. Specific ranks of
       narrow modalities (``p_m^2 <= n``, likelihood-ratio test) use the
       ``p_m x p_m`` block, then no larger than one column of the data.
     * **factor-analysis noise**: the same Gaussian factor fit, by

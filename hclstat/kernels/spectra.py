@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["lanczos_steps", "top_eigenvalues", "top_eigenvalues_reference", "top_tridiagonal_reference"]
+__all__ = ["lanczos_coefficients", "lanczos_steps", "top_eigenvalues", "top_eigenvalues_reference", "top_tridiagonal_reference"]
 
 #: bisection halvings: from a bracket no wider than the top eigenvalue, 2^-40 relative
 _HALVINGS = 40
@@ -123,15 +123,15 @@ def top_tridiagonal_reference(diag, off):
     return hi
 
 
-def lanczos_coefficients(apply, count, start, steps):
+def lanczos_coefficients(apply, count, start, steps, dtype=np.float32):
     """Lanczos tridiagonals of ``count`` PSD operators known through batched products
-    ``V (count, d, 1) -> G V`` (NumPy, single precision), started at ``start`` (d,)."""
-    q = np.repeat(start.astype(np.float32)[None, :, None], count, axis=0)
+    ``V (count, d, 1) -> G V`` (NumPy, in ``dtype``), started at ``start`` (d,)."""
+    q = np.repeat(start.astype(dtype)[None, :, None], count, axis=0)
     prev = np.zeros_like(q)
     diag, off = np.zeros((count, steps)), np.zeros((count, max(steps - 1, 0)))
-    beta = np.zeros((count, 1, 1), dtype=np.float32)
+    beta = np.zeros((count, 1, 1), dtype=dtype)
     for j in range(steps):
-        w = apply(q).astype(np.float32, copy=False)
+        w = apply(q).astype(dtype, copy=False)
         alpha = np.sum(w * q, axis=1, keepdims=True)
         diag[:, j] = alpha[:, 0, 0]
         if j == steps - 1:
@@ -146,18 +146,5 @@ def lanczos_coefficients(apply, count, start, steps):
 def top_eigenvalues_reference(G, start, steps):
     """:func:`top_eigenvalues` in NumPy (batched over the matrices)."""
     G = np.asarray(G, dtype=np.float64)
-    q = np.repeat(start[None, :, None], G.shape[0], axis=0)
-    prev = np.zeros_like(q)
-    diag, off = np.zeros((G.shape[0], steps)), np.zeros((G.shape[0], max(steps - 1, 0)))
-    beta = np.zeros((G.shape[0], 1, 1))
-    for j in range(steps):
-        w = np.matmul(G, q)
-        alpha = np.sum(w * q, axis=1, keepdims=True)
-        diag[:, j] = alpha[:, 0, 0]
-        if j == steps - 1:
-            break
-        w = w - (alpha * q + beta * prev)
-        beta = np.linalg.norm(w, axis=1, keepdims=True)
-        off[:, j] = beta[:, 0, 0]
-        prev, q = q, w / np.where(beta > 0, beta, 1.0)
+    diag, off = lanczos_coefficients(lambda V: np.matmul(G, V), G.shape[0], start, steps, dtype=np.float64)
     return top_tridiagonal_reference(diag, off)
