@@ -8,8 +8,9 @@ is unchanged when every modality's rows are permuted independently, so ``B``
 such *joint draws* (:func:`draw_joint_permutations`) give ``B`` copies of the
 whole family with the observed one exchangeable among them.
 
-Each statistic is standardised by the mean and standard deviation of its own
-null values, ``t = (s - mu) / sd``, and the family is tested by the
+Each statistic is standardised by the mean and standard deviation of its
+observed and null values together (``B + 1`` exchangeable values under the
+null), ``t = (s - mu) / sd``, and the family is tested by the
 Westfall-Young step-down max-T procedure (Westfall & Young, 1993, Alg. 2.8):
 with the tests ordered by decreasing ``t``,
 
@@ -17,14 +18,16 @@ with the tests ordered by decreasing ``t``,
 
 and a test is rejected (its cross rank is at least 1) when ``p_(j) <= alpha``.
 Singular values beyond the first count against the single-step family
-threshold ``mu + c sd``, ``c`` the ``floor(alpha (B + 1))``-th largest null
-maximum over the whole family.
+threshold ``mu_0 + c sd_0`` (``mu_0, sd_0`` over the draws only, which a
+strong signal cannot inflate; ``c`` the ``floor(alpha (B + 1))``-th largest
+of the draws' family maxima on that scale); a rejected test has rank at
+least 1.
 
 What is controlled: under independent modalities, the probability that any
 cross rank anywhere in the lattice comes out above 0 is at most ``alpha``
-(a Monte Carlo test: exact for ``B`` with ``(B + 1) alpha`` an integer, up to
-the estimation of ``mu, sd`` from the same draws, when the nulls use every
-row). A rank above the true one of a correlated pair (a noise singular value
+(a Monte Carlo test: exact for ``B`` with ``(B + 1) alpha`` an integer when
+the nulls use every row; with a row subsample, up to the rescaling of its
+nulls, :func:`finite_size_factor`). A rank above the true one of a correlated pair (a noise singular value
 beyond the signal ones) is not a hypothesis of this family; it is counted
 against the single-step threshold, the most conservative level of the
 procedure.
@@ -167,11 +170,17 @@ def familywise_test(datafit, null, draws, tests, *, alpha, max_count=None):
     else:
         tops = np.column_stack([null.permutation_nulls(m, others, draws) for m, others in tests])
     tops = scale[None, :] * np.asarray(tops, dtype=np.float64)
-    mu, sd = tops.mean(axis=0), tops.std(axis=0, ddof=1)
-    sd = np.where(sd > 0, sd, np.finfo(float).eps * np.maximum(np.abs(mu), 1.0))
     observed = [datafit.cross_singular_values(m, others, np.inf, max_count=max_count) for m, others in tests]
     s_obs = np.array([float(sv[0]) if sv.size else 0.0 for sv in observed])
-    reject, p_values, critical, single = step_down((s_obs - mu) / sd, (tops - mu) / sd, alpha)
+    # decisions: standardised over the observed and the draws together, a symmetric function of
+    # B + 1 exchangeable values under the null (exact level)
+    pooled = np.vstack([s_obs, tops])
+    mu_p, sd_p = pooled.mean(axis=0), _positive(pooled.std(axis=0, ddof=1), pooled)
+    reject, p_values, critical, _ = step_down((s_obs - mu_p) / sd_p, (tops - mu_p) / sd_p, alpha)
+    # counting: standardised over the draws only (a strong signal would inflate the pooled spread)
+    mu, sd = tops.mean(axis=0), _positive(tops.std(axis=0, ddof=1), tops)
+    k = max(1, int(math.floor(alpha * (tops.shape[0] + 1) + 1e-9)))
+    single = float(np.sort(((tops - mu) / sd).max(axis=1))[-k])
     results = {}
     for j, (m, others) in enumerate(tests):
         tau = float(mu[j] + single * sd[j])
@@ -180,12 +189,17 @@ def familywise_test(datafit, null, draws, tests, *, alpha, max_count=None):
             sv = datafit.cross_singular_values(m, others, tau, max_count=max_count)
         rank = max(1, int(np.sum(sv > tau))) if reject[j] else 0
         results[(m, tuple(others))] = (tau, sv, {"rank": rank, "p_value": float(p_values[j]),
-                                                  "first_threshold": float(mu[j] + critical[j] * sd[j])})
+                                                  "first_threshold": float(mu_p[j] + critical[j] * sd_p[j])})
 
     def test(m, others):
         return results[(m, tuple(others))]
 
     return test
+
+
+def _positive(sd, values):
+    """Standard deviations with exact zeros (constant statistics) replaced by a tiny positive scale."""
+    return np.where(sd > 0, sd, np.finfo(float).eps * np.maximum(np.abs(values).max(axis=0), 1.0))
 
 
 def row_source(views, means, *, moments=None, subsample=False, random_state=None):

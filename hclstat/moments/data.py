@@ -420,10 +420,11 @@ class CentredData(Datafit):
 
         def products(x, y):
             if (x, y) not in cache:
-                if (y, x) in cache:
+                if (y, x) not in cache:  # the narrower block is the one gathered
+                    pair = (x, y) if widths[x] <= widths[y] else (y, x)
+                    cache[pair] = joint_pair_products(blocks, masks, denominator, pair, draws)
+                if (x, y) not in cache:
                     cache[(x, y)] = cache[(y, x)].transpose(0, 2, 1)
-                else:
-                    cache[(x, y)] = joint_pair_products(blocks, masks, denominator, (x, y), draws)
             return cache[(x, y)]
 
         count = _draw_count(draws)
