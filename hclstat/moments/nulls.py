@@ -44,8 +44,7 @@ def joint_relative(draws, a, b):
     pa, pb = draws.get(a), draws.get(b)
     if pa is None:
         return pb
-    inv = np.empty_like(pa)
-    np.put_along_axis(inv, pa, np.broadcast_to(np.arange(pa.shape[1]), pa.shape), axis=1)
+    inv = np.argsort(pa, axis=1)
     return inv if pb is None else np.take_along_axis(pb, inv, axis=1)
 
 
@@ -73,7 +72,7 @@ def joint_pair_products(blocks, masks, denominator, pair, draws):
     rel = joint_relative(draws, b, a)  # a's rows paired with b's, per draw
     count, n, wa = rel.shape[0], Za.shape[0], Za.shape[1]
     # (n, B, w_a): draw j's copy of a's rows in column block j; the product comes out draw by draw
-    prod = (Za[rel.T].reshape(n, count * wa).T @ Zb).reshape(count, wa, Zb.shape[1])
+    prod = (np.take(Za, rel.T, axis=0).reshape(n, count * wa).T @ Zb).reshape(count, wa, Zb.shape[1])
     if masks is None:
         prod *= np.float32(1.0 / denominator)
         return prod
