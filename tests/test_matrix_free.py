@@ -221,10 +221,11 @@ def test_row_subsample_isotropic_model_and_narrow_modality_agree_with_hcl():
         assert dense.hierarchy_ == h
         _assert_close_to_hcl(dense, free, model)
         # HCL matches its subsample's covariances to the full sample's before permuting
-        # (hclstat.moments.nulls.matched_rows); MatrixFreeHCL, which forms no p x p block,
-        # rescales to first order only: its thresholds sit up to a few per cent higher
+        # (hclstat.moments.nulls.matched_rows, plus the second-order finite-size factor);
+        # MatrixFreeHCL, which forms no p x p block, rescales to first order only: the same
+        # draws, thresholds within a few per cent (measured -0.5% to +2.6% here)
         ratio = free.lattice_.observed["threshold"].to_numpy() / dense.lattice_.observed["threshold"].to_numpy()
-        assert np.all(ratio > 1 - 1e-3) and np.all(ratio < 1.06), ratio
+        assert np.all(np.abs(ratio - 1) < 0.06) and not np.allclose(ratio, 1, rtol=1e-3), ratio
         assert (free.lattice_.observed["rank"] == dense.lattice_.observed["rank"]).all()
 
 
