@@ -172,12 +172,12 @@ def large_rank_hierarchy():
     return Hierarchy(LARGE_RANK_DIMS, LARGE_RANK_RANKS)
 
 
-def large_rank_model(singular_values=(1.0, 2.0), noise=1.0, *, noise_model="diagonal", random_state=None):
+def large_rank_model(singular_values=(2.0, 4.0), noise=1.0, *, noise_model="diagonal", random_state=None):
     """The large-rank model of issue 13 (point 5) on :func:`large_rank_hierarchy`.
 
     Loadings follow the published law ``U diag(d) R`` with ``d_i ~ U[a, b]``,
-    ``(a, b) = singular_values`` (the default ``(1, 2)`` puts every spike above
-    the detection edge at ``n = 1600``); the noise is heteroskedastic by default
+    ``(a, b) = singular_values`` (the default ``(2, 4)`` puts every spike well
+    above the detection edge at ``n = 1600``); the noise is heteroskedastic by default
     (``noise_model="diagonal"``: variances spread over a factor of 16 around
     ``noise``), as on real tables. Labels: :class:`LatentClassRule`.
     """
