@@ -457,6 +457,7 @@ def section_large(w, cfg, cmd):
                            + f"; learned {hcl['pattern']}", "- (no target)", None, cmd))
     side = "; ".join(f"{r['method']} " + (f"acc {r['accuracy']:.3f}, {r['time_s']:.1f} s, K={r['n_factors']}"
                                           + (f", {r['n_iter']} it" if "n_iter" in r else "")
+                                          + (" (not converged)" if r.get("converged") is False else "")
                                           if r["status"] == "ok" else f"{r['status']}") for r in recs)
     figs.append(figure("large", f"large ranks: held-out accuracy (400 rows) and time, same K={k}", side,
                        "- (side by side; no threshold in the issue)", None, cmd))
