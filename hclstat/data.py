@@ -297,6 +297,8 @@ def check_views(views, *, min_rows=2, allow_missing=True, modalities=None, check
         checks (infinite values, NaN when ``allow_missing=False``).
     """
     named = _as_named(views)
+    # rows in the order of the views as given (joined_index), whatever the order of `modalities`
+    given = named
     if modalities is not None:
         missing = [m for m in modalities if m not in named]
         extra = [m for m in named if m not in modalities]
@@ -307,7 +309,7 @@ def check_views(views, *, min_rows=2, allow_missing=True, modalities=None, check
                 + (f" (unexpected {extra})" if extra else "")
             )
         named = {m: named[m] for m in modalities}
-    index, absent = _join_index(named)
+    index, absent = _join_index(given)
     if index is not None:
         if not allow_missing:
             m = next(m for m, a in absent.items() if a.any())
