@@ -13,11 +13,17 @@ IDs: their rows are matched by position, so they need equal row counts.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["check_views", "is_dask_array", "joined_index"]
+from .exceptions import EstimationWarning
+
+__all__ = ["MIN_BLOCK_ROWS", "check_views", "is_dask_array", "joined_index", "warn_few_block_rows"]
+
+#: fewest rows a covariance block may rest on without an EstimationWarning (see :func:`warn_few_block_rows`)
+MIN_BLOCK_ROWS = 10
 
 
 def is_dask_array(x):
@@ -350,3 +356,41 @@ def check_views(views, *, min_rows=2, allow_missing=True, modalities=None, check
                 min_shared_rows = min_rows if min_rows >= 2 else 0
             _check_shared_rows(present, min_shared_rows)
     return arrays, names
+
+
+def warn_few_block_rows(moments, *, stacklevel=2):
+    """Warn about covariance blocks estimated from fewer than ``MIN_BLOCK_ROWS`` rows.
+
+    A block's rows are its smallest pairwise count (the rows where both
+    features are observed; with absent modalities, the samples the two
+    modalities share). Below 10 rows a single sample correlation must exceed
+    0.63 to differ from zero at the 5% level, so the block's rank test has
+    almost no power and its loadings are mostly noise. The count is fixed
+    rather than ``p``-dependent: the permutation and random-matrix thresholds
+    already scale with ``p`` and stay valid, it is the signal that is lost.
+    Fewer than 2 rows is an error (:func:`check_views`,
+    :func:`~hclstat.moments.compute_moments`). Complete data are not checked:
+    every block then rests on the whole sample.
+
+    Parameters
+    ----------
+    moments : hclstat.moments.Moments
+    stacklevel : int
+        Passed to :func:`warnings.warn` (2: the caller of this function).
+    """
+    if not moments.has_missing:
+        return
+    mods = moments.modalities
+    for i, a in enumerate(mods):
+        for b in mods[i:]:
+            rows = moments.block_count(a, b)
+            if rows >= MIN_BLOCK_ROWS:
+                continue
+            what = f"modality {a!r} has" if a == b else f"modalities {a!r} and {b!r} share"
+            warnings.warn(
+                f"{what} only {rows} observed rows (the fewest of any pair of its features; at least "
+                f"{MIN_BLOCK_ROWS} are needed for a usable covariance block): its rank test has almost no power "
+                "and its loadings are mostly noise; add samples measured on both or drop one of them",
+                EstimationWarning,
+                stacklevel=stacklevel,
+            )

@@ -18,8 +18,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from hclstat import cli
-from hclstat.data import check_views, joined_index
-from hclstat.estimators.base import MIN_BLOCK_ROWS, gaussian_log_likelihood, posterior_scores
+from hclstat.data import MIN_BLOCK_ROWS, check_views, joined_index
+from hclstat.estimators.base import gaussian_log_likelihood, posterior_scores
 from hclstat.estimators.hcl import HCL
 from hclstat.estimators.matrix_free import MatrixFreeHCL
 from hclstat.exceptions import EstimationWarning
@@ -158,6 +158,7 @@ def test_few_shared_rows_warn_naming_the_pair(rng):
                                                rf"at least {MIN_BLOCK_ROWS} are needed") as record:
         HCL(hierarchy=SMALL).fit(frames)
     assert not any("'a' and 'b'" in str(w.message) or "'b' and 'c'" in str(w.message) for w in record)
+    assert all(w.filename == __file__ for w in record if "share only" in str(w.message))  # points at the fit call
 
 
 # ------------------------------------------------------------------ the fit

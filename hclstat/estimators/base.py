@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, InvalidParameterError, Options, make_constraint
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import check_views
+from ..data import check_views, warn_few_block_rows
 from ..exceptions import EstimationWarning
 from ..hierarchy import Hierarchy
 from ..moments import Moments, compute_moments
@@ -42,9 +42,6 @@ __all__ = [
 ]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
-
-#: fewest rows a covariance block may rest on without an EstimationWarning (see ``_check_block_rows``)
-MIN_BLOCK_ROWS = 10
 
 #: ``_parameter_constraints`` entries shared by the estimators
 RANDOM_STATE = [
@@ -266,18 +263,11 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         number of samples of any modality.
     feature_names_ : dict of str to list of str or None
 
-    Absent modalities
-    -----------------
-    Modalities measured on different samples are given as pandas DataFrames
-    indexed by sample ID. ``fit`` joins them on the index (an outer join, see
-    :func:`hclstat.data.check_views`): every sample of any modality is used, a
-    sample a modality lacks is an all-NaN row of it, and each covariance block
-    ``(a, b)`` is estimated from the samples observed in both (pairwise
-    counts, :func:`~hclstat.moments.compute_moments`). Indices with the same
-    labels in another order are aligned, not matched by position; arrays
-    carry no IDs and need equal row counts. :meth:`transform` and
-    :meth:`score_samples` score each sample from the modalities it has; their
-    rows follow :func:`hclstat.data.joined_index` of the views.
+    Absent modalities: DataFrames indexed by sample ID are joined on the index
+    (outer join, :func:`hclstat.data.check_views`; a reordered index is
+    aligned), so each covariance block uses the samples observed in both of
+    its modalities; arrays need equal row counts. Scores and likelihoods use
+    the modalities each sample has, rows in :func:`hclstat.data.joined_index` order.
     """
 
     _parameter_constraints: dict = {}
@@ -296,11 +286,7 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         return tags
 
     def fit(self, views, y=None):
-        """Fit from views: a dict modality name -> (n, p_m) table, or a list.
-
-        DataFrames with different indices are joined on them (outer join;
-        see "Absent modalities" in the class docstring).
-        """
+        """Fit from views: a dict modality name -> (n, p_m) table (DataFrames joined on their index), or a list."""
         self._validate_params()
         with moment_pass_threads():
             moments = compute_moments(views)
@@ -318,7 +304,7 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         self.means_ = {m: moments.means[sl[m]].copy() for m in moments.modalities}
         self.feature_names_ = dict(moments.feature_names)
         self._check_dims(moments)
-        self._check_block_rows(moments)
+        warn_few_block_rows(moments, stacklevel=4)
         # many small blocks from here on: see hclstat.threads for the rule
         with small_block_threads(sum(moments.dims.values())):
             self._fit_moments(moments)
@@ -342,39 +328,6 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
             if hierarchy.modalities != tuple(moments.modalities) or hierarchy.dims != dict(moments.dims):
                 raise ValueError(
                     f"hierarchy: its modalities/dims {hierarchy.dims} do not match the data {dict(moments.dims)}"
-                )
-
-    @staticmethod
-    def _check_block_rows(moments):
-        """Warn about covariance blocks estimated from fewer than ``MIN_BLOCK_ROWS`` rows.
-
-        A block's rows are its smallest pairwise count (the rows where both
-        features are observed; with absent modalities, the samples the two
-        modalities share). Below 10 rows a single sample correlation must
-        exceed 0.63 to differ from zero at the 5% level, so the block's rank
-        test has almost no power and its loadings are mostly noise; the count
-        is fixed rather than ``p``-dependent because the permutation and
-        random-matrix thresholds already scale with ``p`` and stay valid, it
-        is the signal that is lost. (Fewer than 2 rows is an error in
-        :func:`~hclstat.moments.compute_moments`.) Complete data are not
-        checked here: their row count is that of the whole sample.
-        """
-        if not moments.has_missing:
-            return
-        mods = moments.modalities
-        for i, a in enumerate(mods):
-            for b in mods[i:]:
-                rows = moments.block_count(a, b)
-                if rows >= MIN_BLOCK_ROWS:
-                    continue
-                what = f"modality {a!r} has" if a == b else f"modalities {a!r} and {b!r} share"
-                warnings.warn(
-                    f"{what} only {rows} observed rows (the fewest of any pair of its features; "
-                    f"at least {MIN_BLOCK_ROWS} are needed for a usable covariance block): its rank test has "
-                    "almost no power and its loadings are mostly noise; add samples measured on both or drop "
-                    "one of them",
-                    EstimationWarning,
-                    stacklevel=4,
                 )
 
     def _fit_moments(self, moments):  # pragma: no cover - abstract
@@ -416,12 +369,9 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         imputed. :func:`stack_scores` turns them into one ``(n, K)`` array
         whose columns :meth:`get_feature_names_out` names.
 
-        A sample absent from some modalities (DataFrames with different
-        indices are joined as in ``fit``; rows in the order of
-        :func:`hclstat.data.joined_index`) is scored from the modalities it
-        has: the posterior mean given those entries only. A structure none of
-        whose modalities the sample has gets 0, its prior mean (nothing
-        observed informs it).
+        A sample absent from some modalities (joined as in ``fit``) gets the
+        posterior mean given the modalities it has; a structure none of whose
+        modalities it has gets 0, its prior mean.
         """
         check_is_fitted(self, "loadings_")
         X = self._stack_views(views)
