@@ -23,12 +23,35 @@ an existing DIR is replaced only if empty or written by hclstat, else --overwrit
   variance_explained.csv, missingness.csv, data_report.json, summary.txt, run.json
   figures/pattern.png, variance_explained.png, top_features.png
 
+joining (--id COLUMN): by default every sample of every table is kept (--join
+outer); a sample missing from a table is missing in that modality, and each
+covariance block uses the samples measured in both of its modalities. The data
+report (summary.txt, data_report.json "rows") gives the rows each modality and
+each pair of modalities contributes. --join inner keeps only the IDs present
+in every table (and reports the IDs it dropped).
+
 out of core (--chunks ROWS): the tables are read with dask in chunks of about
 ROWS rows; preprocessing statistics, moments and scores are computed chunk by
 chunk, so no table is held in memory whole. The tables must list the same rows
-(or, with --id, the same IDs) in the same order; CSV files must be
+(or, with --id, the same IDs) in the same order (so nothing is joined:
+--join outer, which needs the in-memory join, is refused); CSV files must be
 uncompressed, Parquet files are read by row group.
 """
+
+#: ``--join`` help for ``fit`` (its default differs from the other commands')
+JOIN_HELP = ("outer (default): keep the IDs of any table, a sample a table lacks is missing in that modality "
+             "(each covariance block uses the samples measured in both); inner: only the IDs present in every "
+             "table. With --chunks the tables must list the same rows, so nothing is joined")
+
+
+def _outer_join_by_default(p):
+    """``fit`` keeps every sample by default: the ``--join`` option of :func:`add_data` defaults to outer here."""
+    # None until parsed, so that run() can tell an explicit --join outer (refused with --chunks) from the default
+    p.set_defaults(join=None)
+    for action in p._actions:  # argparse keeps no public handle on one option's help
+        if action.dest == "join":
+            action.help = JOIN_HELP
+
 
 
 def add_parser(sub):
@@ -37,6 +60,7 @@ def add_parser(sub):
                                    "scores, noise variances, a summary and figures.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data(p)
+    _outer_join_by_default(p)
     add_estimator(p)
     add_output(p)
     add_figures(p)
@@ -58,8 +82,12 @@ def run(args, console):
         if args.join == "outer":
             raise UsageError("--chunks reads tables that list the same rows in the same order; "
                              "--join outer needs the in-memory join (drop --chunks)")
+        # the tables must be aligned, so nothing is joined and every row is kept (recorded as the default)
+        args.join = "outer"
         # deprecation notices dask's readers raise about pandas say nothing about the data
         warnings.filterwarnings("ignore", module=r"dask(\.|$)")
+    if args.join is None:  # the default (see _outer_join_by_default)
+        args.join = "outer"
     check_output_target(args.out, overwrite=args.overwrite)
     with stages(console, ["read"] * len(args.view) + ["fit", "scores", "write"], "hclstat fit") as step:
         data = shared.load_data(args, console, step, chunked=chunked)
