@@ -325,7 +325,7 @@ def test_load_views_outer_and_shared_rows_table(tmp_path):
     t = shared_rows_table(data.views)
     assert t.loc["a", "a"] == 30 and t.loc["b", "b"] == 20 and t.loc["a", "b"] == t.loc["b", "a"] == 18
     assert data.to_dict()["rows"] == {"per_modality": {"a": 30, "b": 20}, "per_pair": {"a+b": 18}}
-    inner = load_views({"a": a, "b": b}, id_column="pid")
+    inner = load_views({"a": a, "b": b}, id_column="pid", join="inner")
     assert inner.join.n_rows == 18 and inner.to_dict()["rows"]["per_pair"] == {"a+b": 18}
     with pytest.raises(ValueError, match=r"modalities with fewer than 10 rows: \{'b': 5\}"):
         load_views({"a": a, "b": b.iloc[:5]}, id_column="pid", join="outer")

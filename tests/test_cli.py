@@ -564,7 +564,7 @@ def test_predict_with_stub_models(tmp_path, capsys, stub, monkeypatch):
                         lambda m, attr, w: _StubRegressor if attr == "HCLRegressor" else real(m, attr, w))
     out = tmp_path / "pred"
     code, _, err = _run(["predict", *_view_args(paths), "--id", "pid", "--target", f"{tmp_path / 'y.csv'}:y",
-                         "--test-fraction", "0.25", "--out", out], capsys)
+                         "--test-fraction", "0.25", "--join", "inner", "--out", out], capsys)
     assert code == 0, err
     pred = pd.read_csv(out / "predictions.csv", index_col="pid")
     assert len(pred) == N and list(pred.columns) == ["target", "prediction", "split"]
@@ -573,6 +573,14 @@ def test_predict_with_stub_models(tmp_path, capsys, stub, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "regression" and metrics["test"]["n"] == 70 and metrics["test"]["r2"] > 0.3
     assert (out / "summary.txt").read_text().startswith("stub regression summary")
+    # the default join keeps the samples some tables lack too (issue 13); they have no target here
+    code, _, err = _run(["predict", *_view_args(paths), "--id", "pid", "--target", f"{tmp_path / 'y.csv'}:y",
+                         "--test-fraction", "0.25", "--out", tmp_path / "pred_outer"], capsys)
+    assert code == 0, err
+    outer = pd.read_csv(tmp_path / "pred_outer" / "predictions.csv", index_col="pid")
+    assert len(outer) > N and set(pred.index) < set(outer.index)
+    assert outer.loc[outer.split == "unlabelled", "target"].isna().all()
+    assert outer.loc[outer.split != "unlabelled", "target"].notna().all()
 
 
 # ------------------------------------------------------------ demo

@@ -6,7 +6,7 @@ import argparse
 import warnings
 
 from . import shared
-from .base import EXIT_OK, UsageError, add_common, add_data, add_estimator, add_figures, add_output, \
+from .base import EXIT_OK, JOIN_HELP as _JOIN_HELP, UsageError, add_common, add_data, add_estimator, add_figures, add_output, \
     positive_int, stages
 
 EPILOG = """\
@@ -38,20 +38,8 @@ chunk, so no table is held in memory whole. The tables must list the same rows
 uncompressed, Parquet files are read by row group.
 """
 
-#: ``--join`` help for ``fit`` (its default differs from the other commands')
-JOIN_HELP = ("outer (default): keep the IDs of any table, a sample a table lacks is missing in that modality "
-             "(each covariance block uses the samples measured in both); inner: only the IDs present in every "
-             "table. With --chunks the tables must list the same rows, so nothing is joined")
-
-
-def _outer_join_by_default(p):
-    """``fit`` keeps every sample by default: the ``--join`` option of :func:`add_data` defaults to outer here."""
-    # None until parsed, so that run() can tell an explicit --join outer (refused with --chunks) from the default
-    p.set_defaults(join=None)
-    for action in p._actions:  # argparse keeps no public handle on one option's help
-        if action.dest == "join":
-            action.help = JOIN_HELP
-
+#: ``--join`` help for ``fit`` (it also reads out of core)
+JOIN_HELP = _JOIN_HELP + ". With --chunks the tables must list the same rows, so nothing is joined"
 
 
 def add_parser(sub):
@@ -59,8 +47,7 @@ def add_parser(sub):
                        description="Fit HCL (or SFA) to one table per modality; write the pattern, loadings, "
                                    "scores, noise variances, a summary and figures.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data(p)
-    _outer_join_by_default(p)
+    add_data(p, join_help=JOIN_HELP)
     add_estimator(p)
     add_output(p)
     add_figures(p)
@@ -86,8 +73,6 @@ def run(args, console):
         args.join = "outer"
         # deprecation notices dask's readers raise about pandas say nothing about the data
         warnings.filterwarnings("ignore", module=r"dask(\.|$)")
-    if args.join is None:  # the default (see _outer_join_by_default)
-        args.join = "outer"
     check_output_target(args.out, overwrite=args.overwrite)
     with stages(console, ["read"] * len(args.view) + ["fit", "scores", "write"], "hclstat fit") as step:
         data = shared.load_data(args, console, step, chunked=chunked)

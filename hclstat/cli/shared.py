@@ -76,6 +76,8 @@ def load_data(args, console, step, *, chunked=False):
 
     sources = parse_views(args.view)
     prep = parse_preprocessing(args.prep, list(sources))
+    if args.join is None:  # the default of every command: keep every sample
+        args.join = "outer"
     options = {"id_column": args.id, "join": args.join, "preprocessing": prep, "progress": lambda msg: step(msg)}
     if chunked:
         data = hio.load_views_chunked(sources, chunk_rows=args.chunks, **options)

@@ -104,7 +104,7 @@ def _check_pairs_share_ids(indexes, sets, id_column):
                 )
 
 
-def join_tables(tables, *, id_column=None, join="inner"):
+def join_tables(tables, *, id_column=None, join="outer"):
     """Align modality tables on their index (IDs) or by row order.
 
     Parameters
@@ -113,10 +113,11 @@ def join_tables(tables, *, id_column=None, join="inner"):
         As returned by :func:`read_table` (indexed by ID when ``id_column``).
     id_column : str, optional
         ``None`` joins by row order: every table must have the same number of rows.
-    join : {"inner", "outer"}
-        Keep the IDs present in every table, or in any table (in order of
+    join : {"outer", "inner"}
+        Keep the IDs present in any table (default; in order of
         first appearance: the first table's, then those new in the second,
-        ...); a modality's rows for the IDs it lacks are all-NaN. Two
+        ...; a modality's rows for the IDs it lacks are all-NaN), or only those
+        present in every table. Two
         modalities without a common ID are an error either way.
 
     Returns
@@ -313,7 +314,7 @@ class MultiViewData:
         return "\n".join(lines)
 
 
-def load_views(sources, *, id_column=None, join="inner", preprocessing=None, min_rows=MIN_ROWS, progress=None):
+def load_views(sources, *, id_column=None, join="outer", preprocessing=None, min_rows=MIN_ROWS, progress=None):
     """Read, join and preprocess one table per modality.
 
     Parameters
@@ -323,10 +324,9 @@ def load_views(sources, *, id_column=None, join="inner", preprocessing=None, min
         (which must contain ``id_column`` when one is given).
     id_column : str, optional
         Join on this column; without it rows are joined by position.
-    join : {"inner", "outer"}
-        Intersection (default) or union of the IDs; see :func:`join_tables`.
-        ``"outer"`` keeps every sample of every modality (the command line's
-        default); the estimators then use, for each covariance block, the
+    join : {"outer", "inner"}
+        Union (default) or intersection of the IDs; see :func:`join_tables`.
+        ``"outer"`` keeps every sample of every modality; the estimators then use, for each covariance block, the
         samples observed in both modalities (:attr:`MultiViewData.shared_rows`).
     preprocessing : dict of str to Preprocessing or str, optional
         Per-modality steps; modalities not listed get the default (centre and scale).
