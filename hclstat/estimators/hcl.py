@@ -56,7 +56,7 @@ class HCL(BaseHierarchicalEstimator):
         names a modality whose noise reaches the floor, whose rank approaches
         ``min(n - 1, p_m)`` or that has too few rows for the test).
     max_rank : int, optional
-        Cap on any structure's rank (the specific ones included).
+        Cap on any structure's rank and on each modality's total rank.
     max_components : int, optional
         Largest number of components in the learned model (``hierarchy=None``),
         for a representation of a given size. When the learned pattern has
