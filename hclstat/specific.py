@@ -75,6 +75,8 @@ _PF_FLOOR = 0.05
 LRT_MAX_COLUMNS = 20
 #: largest squared entry of a unit residual direction still counted as a factor
 LOCALISED = 0.5
+#: the factor-analysis noise fit is used from this many rows per column (below, the debiased estimate)
+FA_ROWS_PER_COLUMN = 2
 #: share of a modality's columns at the noise floor that triggers a warning
 FLOOR_WARNING_FRACTION = 0.02
 
@@ -238,7 +240,7 @@ def residual_rank(datafit, m, shared, *, noise_model="diagonal", alpha=0.01, max
         cap = min(cap, int(max_rank))
     edge = white_noise_edge(max(n - 1, 1), max(p_res, 1), alpha)
     gamma = p_res / max(n - 1, 1)
-    use_fa = noise_model == "diagonal" and n >= 2 * p
+    use_fa = noise_model == "diagonal" and n >= FA_ROWS_PER_COLUMN * p
 
     def count_under(psi, first):
         q = 1.0 / np.sqrt(psi)
@@ -259,7 +261,7 @@ def residual_rank(datafit, m, shared, *, noise_model="diagonal", alpha=0.01, max
         elif noise_model != "diagonal" and n >= 2 * p:  # mean of the p - r smallest eigenvalues
             new = np.full(p, (d.sum() - float(np.sum(datafit.top_eigh(m, k + c)[0]))) / (p - k - c))
         else:
-            new = _debiased_noise(datafit, m, d, psi, Q, w, V, c, gamma, _PF_FLOOR)
+            new = _debiased_noise(datafit, m, d, psi, Q, w, V, min(c, w.size), gamma, _PF_FLOOR)
             if noise_model != "diagonal":
                 new = np.full(p, new.mean())
         c_new, Q_new, w_new, V_new = count_under(new, c + 4)
