@@ -57,11 +57,11 @@ def ranks_of(views, h, **kw):
 
 
 # ----------------------------------------------------------------- weak factors
-@pytest.mark.parametrize("seed", [2, 9, 14, 16])
+@pytest.mark.parametrize("seed", [0, 4, 14, 16])
 def test_weak_specific_factors_are_counted_on_the_residual(seed):
-    # D1 at s = 0.15, n = 500: the old rule missed a specific factor in these seeds (12/20
-    # exact over seeds 0-19): a shared factor's within-modality spike below the edge made
-    # "total minus shared" short. On the residual after the shared subspace: exact
+    # D1 at s = 0.15, n = 500, given the true shared ranks: the old rule missed a specific
+    # factor in seeds 0, 1, 4, 5, 7, 12, 14, 16 of 0-19 (a shared factor's within-modality
+    # spike below the edge made "total minus shared" short). On the residual: 20/20
     assert ranks_of(d1_data(seed), D1) == specific(D1)
 
 
