@@ -14,6 +14,13 @@ timed separately, each under one BLAS thread and under the machine's threads
 
 The crossover :data:`hclstat.threads.CROSSOVER_COLUMNS` is the smallest
 ``p_total`` at which the machine's threads make the ``fit`` stage faster.
+
+A third section times one single-precision product ``X_a^T Y`` on 5000 rows
+(the shape of the permutation nulls: ``p_a`` columns against the stacked
+permuted copies ``Y`` of the other modalities) over a grid of widths, under
+one thread and the machine's; :data:`hclstat.threads.CROSSOVER_FLOPS` is the
+smallest operation count from which the machine's threads are at least 10%
+faster (and stay so at every larger size measured).
 Writes ``bench_threads.json`` (with the commit) to ``--out``.
 
 Usage::
@@ -76,6 +83,39 @@ def measure(p_total, n, repeats, threads):
     return {"p_total": p_total, "n": n, "threads": limit, "moments_s": t_mom, "fit_after_moments_s": max(t_fit, 0.0)}
 
 
+PRODUCT_ROWS = 5000
+PRODUCT_GRID = ((50, 1300), (200, 4000), (300, 6000), (500, 25000), (1000, 20000), (1500, 15000))
+
+
+def measure_products(repeats, threads):
+    """Seconds of one float32 ``X_a^T Y`` per width pair under ``threads`` BLAS threads (None: the machine's)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    limit = threads if threads is not None else os.cpu_count()
+    rows = []
+    with threadpool_limits(limits=limit, user_api="blas"):
+        for pa, q in PRODUCT_GRID:
+            X = rng.standard_normal((PRODUCT_ROWS, pa)).astype(np.float32)
+            Y = rng.standard_normal((PRODUCT_ROWS, q)).astype(np.float32)
+            rows.append({"p_a": pa, "columns": q, "flops": 2.0 * PRODUCT_ROWS * pa * q, "threads": limit,
+                         "seconds": _median_time(lambda: X.T @ Y, repeats)})
+    return rows
+
+
+def product_crossover(rows):
+    """Smallest flop count from which the machine's threads are >= 10% faster at every larger size."""
+    one = {r["flops"]: r["seconds"] for r in rows if r["threads"] == 1}
+    many = {r["flops"]: r["seconds"] for r in rows if r["threads"] != 1}
+    crossover = None
+    for f in sorted(one, reverse=True):
+        if many[f] * 1.1 <= one[f]:
+            crossover = f
+        else:
+            break
+    return crossover
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -86,7 +126,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.worker:
         p, n, t = args.worker
-        print(json.dumps(measure(p, n, args.repeats, t or None)))
+        if p == 0:
+            print(json.dumps(measure_products(args.repeats, t or None)))
+        else:
+            print(json.dumps(measure(p, n, args.repeats, t or None)))
         return 0
     rows = []
     for p in (QUICK_GRID if args.quick else GRID):
@@ -104,15 +147,26 @@ def main(argv=None):
         many = next(r for r in rows if r["p_total"] == p and r["threads"] != 1)
         if crossover is None and many["fit_after_moments_s"] < one["fit_after_moments_s"]:
             crossover = p
+    products = []
+    for t in (1, 0):
+        res = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--worker", "0", "0", str(t)],
+                             capture_output=True, text=True, check=True)
+        products += json.loads(res.stdout.strip().splitlines()[-1])
+    for r in products:
+        print(f"product {PRODUCT_ROWS} x {r['p_a']} by {r['columns']} ({r['flops'] / 1e9:.1f} GFLOP), "
+              f"threads={r['threads']}: {r['seconds'] * 1e3:.1f} ms", flush=True)
+    flops = product_crossover(products)
     doc = {"commit": commit_label(), "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-           "n": args.n, "rows": rows, "crossover_p_total": crossover}
+           "n": args.n, "rows": rows, "crossover_p_total": crossover, "products": products,
+           "crossover_flops": flops}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("bench_threads_quick.json" if args.quick else "bench_threads.json")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, path)
-    print(f"crossover (fit stage gains from {os.cpu_count()} threads from p_total =) {crossover}; wrote {path}")
+    print(f"crossover (fit stage gains from {os.cpu_count()} threads from p_total =) {crossover}; "
+          f"one product gains from {flops} flops; wrote {path}")
     return 0
 
 

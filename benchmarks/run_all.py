@@ -8,7 +8,9 @@ benchmark last.
 3. ``bench_matrix_free.py``  dense HCL vs the matrix-free path as p grows (quick grid by default)
 4. ``bench_performance.py``  floor ratio, scaling, peers, memory, Numba compile time, profile
 5. ``bench_threads.py``      one BLAS thread vs the machine's, per stage (quick grid unless ``--full``)
-6. any other ``bench_*.py`` in this directory, in name order (``--quick`` passed in the
+6. ``bench_real_regimes.py`` issue 13's figures: null calibration, missing entries, absent modalities,
+   p >> n, weak specific factors, large ranks vs MOFA+ (its full mode in the default run)
+7. any other ``bench_*.py`` in this directory, in name order (``--quick`` passed in the
    quick and default modes; such a script writes where it chooses)
 
 Modes:
@@ -16,7 +18,8 @@ Modes:
 * ``--quick``: every script in its quick mode (a few minutes in total);
 * default: the ``make bench`` run, about 15 minutes on 2 cores (14.3 measured)
   (``bench_downstream`` and ``bench_patterns`` in full, ``bench_matrix_free``
-  quick, ``bench_performance`` in its default mode);
+  quick, ``bench_performance`` in its default mode), plus ``bench_real_regimes``
+  in full (estimated 10-20 minutes, not yet measured);
 * ``--full``: every script in its full mode (hours: includes the 24 GB
   out-of-core cell of ``bench_performance``).
 
@@ -67,6 +70,11 @@ KNOWN = {
     "bench_threads.py": {
         "quick": ["--quick", "--out", "{out}"],
         "default": ["--quick", "--out", "{out}"],
+        "full": ["--out", "{out}"],
+    },
+    "bench_real_regimes.py": {
+        "quick": ["--quick", "--out", "{out}"],
+        "default": ["--out", "{out}"],
         "full": ["--out", "{out}"],
     },
 }

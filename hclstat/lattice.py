@@ -15,35 +15,40 @@ gets one estimate per member; the final ranks are the integer least-squares fit
 of *all* observed ranks (started from the rounded median of the member
 estimates), and disagreement between members is reported.
 
-Specific ranks come from the within-modality covariance against the noise
-model: the number of eigenvalues of the noise-whitened covariance above the
-upper 1% Tracy-Widom quantile of the top eigenvalue of a white-noise
-covariance of the same ``n`` and ``p``.
+Specific ranks (the whitened within-modality residual after the shared
+subspace) live in :mod:`hclstat.specific`; their names are re-exported here.
 
 One algorithm (:func:`lattice_from_tests`) takes its tests from a threshold
 policy; both policies here read a datafit (:mod:`hclstat.moments.base`):
 :func:`permutation_test` (the family-wise procedure on a row source) and
 :func:`bound_test` (an analytic null bound, no rows). :func:`datafit_lattice`
-and :func:`datafit_specific_ranks` are what the estimators call;
-:func:`rank_lattice` and :func:`specific_ranks` are their array / Moments forms.
+is what the estimators call; :func:`rank_lattice` its array / Moments form.
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .exceptions import EstimationWarning
-from .factor_analysis import fa_noise as _fa_noise
 from .calibration import draw_joint_permutations, familywise_test, resolve_permutations, row_source
-from .hierarchy import Hierarchy
 from .moments.base import require
 from .moments.compute import Moments, compute_moments
 from .moments.covariance import CovarianceDatafit
+from .specific import (  # noqa: F401 (re-exported: the specific-rank tests moved to hclstat.specific)
+    _TW1_QUANTILES,
+    _tw1_quantile,
+    _whitened_rank,
+    datafit_specific_ranks,
+    lattice_hierarchy,
+    lrt_rank,
+    noise_whitened_rank,
+    specific_level,
+    specific_ranks,
+    white_noise_edge,
+)
 from .utils import check_random_state
 
 __all__ = [
@@ -55,11 +60,15 @@ __all__ = [
     "implied_rank",
     "lattice_from_tests",
     "lattice_tests",
+    "lattice_hierarchy",
+    "lrt_rank",
     "mobius_estimates",
     "noise_whitened_rank",
     "permutation_test",
     "rank_lattice",
+    "specific_level",
     "specific_ranks",
+    "white_noise_edge",
 ]
 
 
@@ -129,10 +138,6 @@ def mobius_estimates(observed, m, others):
     return est
 
 
-def specific_level(alpha, n_modalities):
-    """Per-modality level of the specific-rank tests (family-wise ``alpha``),
-    floored at the smallest tabulated Tracy-Widom level."""
-    return max(alpha / n_modalities, min(_TW1_QUANTILES))
 
 
 def fit_structure_ranks(observed_ranks, modalities, start):
@@ -342,169 +347,3 @@ def lattice_from_tests(modalities, test, *, max_rank=None):
         misfit=misfit,
         thresholds=thresholds,
     )
-
-
-#: upper quantiles of the Tracy-Widom (beta = 1) law
-_TW1_QUANTILES = {0.10: 0.4501, 0.05: 0.9793, 0.025: 1.4538, 0.01: 2.0234, 0.005: 2.4224, 0.001: 3.2724}
-
-
-def _tw1_quantile(alpha):
-    """Upper ``alpha`` quantile of TW1, interpolated in ``log alpha`` between table levels."""
-    levels = np.array(sorted(_TW1_QUANTILES))
-    if not levels[0] <= alpha <= levels[-1]:
-        raise ValueError(f"alpha: expected a level in [{levels[0]}, {levels[-1]}], got {alpha!r}")
-    return float(np.interp(np.log(alpha), np.log(levels), [_TW1_QUANTILES[v] for v in levels]))
-
-
-def white_noise_edge(n, p, alpha=0.01):
-    """Upper ``alpha`` quantile of the top eigenvalue of a white-noise covariance.
-
-    Johnstone's (2001) Tracy-Widom approximation for ``X^T X / n`` with ``X``
-    an ``n x p`` standard Gaussian matrix: centring
-    ``mu = (sqrt(n - 1/2) + sqrt(p - 1/2))^2`` and scale
-    ``sigma = sqrt(mu) (1/sqrt(n - 1/2) + 1/sqrt(p - 1/2))^{1/3}``.
-    """
-    q = _tw1_quantile(alpha)
-    a, b = np.sqrt(n - 0.5), np.sqrt(p - 0.5)
-    mu = (a + b) ** 2
-    sigma = (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0)
-    return (mu + q * sigma) / n
-
-
-def noise_whitened_rank(S, n, *, noise_model="diagonal", alpha=0.01, max_rank=None):
-    """Signal rank of one modality's covariance against its noise model.
-
-    Counts eigenvalues of ``Psi^{-1/2} S Psi^{-1/2}`` above the upper ``alpha``
-    Tracy-Widom quantile of the top eigenvalue of a white-noise covariance of
-    the same size (:func:`white_noise_edge`), with the noise estimate ``Psi``
-    of a rank-``r`` fit (isotropic: mean residual eigenvalue; diagonal:
-    factor-analysis fit), and returns the smallest self-consistent rank: the
-    first ``r`` whose whitened spectrum has at most ``r`` eigenvalues above
-    the edge. Every rank above the true one is self-consistent too (an
-    over-fitted factor always clears the edge), so the search steps up one
-    rank at a time, from the count at ``r = 0`` (correlation scale, which
-    cannot exceed the true rank in the population).
-
-    Returns
-    -------
-    rank : int
-    psi : ndarray of shape (p,)
-        Noise variances of the rank-``rank`` fit.
-    """
-    return _whitened_rank(CovarianceDatafit.from_matrix(S, {"m": S.shape[0]}, n), "m", n,
-                          noise_model=noise_model, alpha=alpha, max_rank=max_rank)
-
-
-def _whitened_rank(datafit, m, n, *, noise_model, alpha, max_rank):
-    """:func:`noise_whitened_rank` of modality ``m`` of a datafit (``fa_noise``, ``top_eigh``,
-    ``eigenvalues_above``, ``diag``)."""
-    p = datafit.dims[m]
-    cap = p - 1 if max_rank is None else min(int(max_rank), p - 1)
-    null_top = white_noise_edge(n - 1, p, alpha=alpha)
-    trace = float(np.sum(datafit.diag(m)))
-    r = 0
-    while True:
-        if noise_model == "isotropic":  # mean of the p - r smallest eigenvalues
-            psi = np.full(p, (trace - float(np.sum(datafit.top_eigh(m, r)[0]))) / (p - r))
-        else:
-            psi = datafit.fa_noise(m, r)
-        above = datafit.eigenvalues_above(m, null_top, q=1.0 / np.sqrt(psi))
-        count = min(int(np.sum(above > null_top)), cap)
-        if count <= r:
-            return r, psi
-        r = count if r == 0 else r + 1
-
-
-def lrt_rank(S, n, *, alpha=0.01, max_rank=None):
-    """Number of factors by the sequential Bartlett-corrected likelihood-ratio test.
-
-    For ``r = 0, 1, ...`` the statistic
-    ``(n - 1 - (2p + 5)/6 - 2r/3) * F_r`` with
-    ``F_r = log det(L L^T + Psi) - log det S + tr((L L^T + Psi)^{-1} S) - p``
-    of the rank-``r`` factor-analysis fit is compared with the upper ``alpha``
-    quantile of chi-square with ``((p - r)^2 - (p + r)) / 2`` degrees of
-    freedom; the first ``r`` not rejected is returned (at most the Ledermann
-    bound, where the degrees of freedom run out). Valid for ``p`` small next to
-    ``n``; :func:`specific_ranks` uses it when ``p^2 <= n``.
-    """
-    from scipy.stats import chi2
-
-    p = S.shape[0]
-    cap = p - 1 if max_rank is None else min(int(max_rank), p - 1)
-    sign, logdet_s = np.linalg.slogdet(S)
-    if sign <= 0:
-        raise ValueError(f"S: expected a positive-definite covariance for the likelihood-ratio test, got a "
-                         f"singular or indefinite {p} x {p} block (more columns than rows?)")
-    for r in range(0, cap + 1):
-        df = ((p - r) ** 2 - (p + r)) / 2.0
-        if df <= 0:
-            # every rank below r was rejected: r is the smallest rank the data allow,
-            # but it cannot be tested (returning r - 1 would return a rejected rank)
-            warnings.warn(f"lrt_rank: every rank up to {r - 1} was rejected at level {alpha} and rank {r} "
-                          f"leaves no degrees of freedom for p = {p} (Ledermann bound): returning {r} as a "
-                          "lower bound", EstimationWarning, stacklevel=2)
-            return r
-        psi = _fa_noise(S, r)
-        q = 1.0 / np.sqrt(psi)
-        w, V = np.linalg.eigh(S * q[:, None] * q[None, :])
-        w, V = w[::-1], V[:, ::-1]
-        L = (V[:, :r] * np.sqrt(np.clip(w[:r] - 1.0, 0.0, None))) * np.sqrt(psi)[:, None]
-        Sigma = L @ L.T + np.diag(psi)
-        _, logdet = np.linalg.slogdet(Sigma)
-        F = logdet - logdet_s + np.trace(np.linalg.solve(Sigma, S)) - p
-        stat = (n - 1 - (2 * p + 5) / 6.0 - 2 * r / 3.0) * F
-        if stat <= chi2.isf(alpha, df):
-            return r
-    warnings.warn(f"lrt_rank: every rank up to the cap {cap} was rejected at level {alpha}: returning the cap, "
-                  "a lower bound (raise max_rank)", EstimationWarning, stacklevel=2)
-    return cap
-
-
-def specific_ranks(moments, nonspecific, *, noise_model="diagonal", alpha=0.01, max_rank=None):
-    """:func:`datafit_specific_ranks` of :class:`~hclstat.moments.Moments`."""
-    return datafit_specific_ranks(CovarianceDatafit(moments), nonspecific, noise_model=noise_model,
-                                  alpha=alpha, max_rank=max_rank)
-
-
-def datafit_specific_ranks(datafit, nonspecific, *, noise_model="diagonal", alpha=0.01, max_rank=None):
-    """Specific ranks: within-modality signal rank minus the non-specific ranks.
-
-    Each modality is tested at level ``alpha / M`` (family-wise ``alpha``).
-
-    The within-modality rank is the Tracy-Widom count of
-    :func:`noise_whitened_rank`, or, for a diagonal noise model and a modality
-    with ``p_m^2 <= n`` (few columns, where the chi-square approximation holds
-    and a concentrated factor can hide in one unique variance), the sequential
-    likelihood-ratio test :func:`lrt_rank` on the block itself (``dense_block``).
-    ``n`` is the block's row count (``count(m, m)``).
-
-    Returns
-    -------
-    specific : dict of frozenset to int
-    total : dict of str to int
-        Within-modality ranks.
-    """
-    require(datafit, ["diag", "fa_noise", "top_eigh", "eigenvalues_above"], "the specific-rank tests")
-    out, total = {}, {}
-    alpha = specific_level(alpha, len(datafit.modalities))
-    for m in datafit.modalities:
-        n = datafit.count(m, m)
-        if noise_model == "diagonal" and datafit.dims[m] ** 2 <= n:
-            r = lrt_rank(datafit.dense_block(m), n, alpha=alpha, max_rank=max_rank)
-        else:
-            r, _ = _whitened_rank(datafit, m, n, noise_model=noise_model, alpha=alpha, max_rank=max_rank)
-        ns = sum(k for s, k in nonspecific.items() if m in s)
-        total[m] = r
-        out[frozenset([m])] = max(0, r - ns)
-    return out, total
-
-
-def lattice_hierarchy(dims, nonspecific, specific):
-    """Assemble a :class:`Hierarchy`, trimming ranks that exceed a modality's budget."""
-    ranks = {**nonspecific, **specific}
-    for m, p in dims.items():
-        while sum(k for s, k in ranks.items() if m in s) > p - 1:
-            # drop from the specific part first, then the smallest structure
-            cands = sorted((s for s in ranks if m in s and ranks[s] > 0), key=lambda s: (len(s), ranks[s]))
-            ranks[cands[0]] -= 1
-    return Hierarchy(dims=dict(dims), ranks={tuple(sorted(s)): k for s, k in ranks.items() if k > 0})

@@ -11,6 +11,11 @@ the machine's threads above it. The moment pass keeps the machine's threads
 (measured 1.2-1.6x faster with two threads from p = 600 on). On design D1 this
 makes a default fit 3.9x faster than under the machine's two threads.
 
+Inside that region one kind of work regains the caller's threads: a single
+product of at least :data:`CROSSOVER_FLOPS` floating-point operations (the
+permutation nulls of wide blocks: one GEMM of a few thousand rows by
+thousands of columns), under :func:`large_product_threads`.
+
 A user setting wins over the rule: the environment variable
 ``HCLSTAT_NUM_THREADS`` (a positive integer) fixes the thread count of every
 stage; ``threadpoolctl.threadpool_limits`` set by the caller around a fit is
@@ -21,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
-__all__ = ["CROSSOVER_COLUMNS", "ENV_VARIABLE", "moment_pass_threads", "small_block_threads", "user_threads"]
+__all__ = ["CROSSOVER_COLUMNS", "CROSSOVER_FLOPS", "ENV_VARIABLE", "large_product_threads", "moment_pass_threads",
+           "small_block_threads", "user_threads"]
 
 #: environment variable that fixes the number of BLAS threads
 ENV_VARIABLE = "HCLSTAT_NUM_THREADS"
@@ -32,6 +39,9 @@ ENV_VARIABLE = "HCLSTAT_NUM_THREADS"
 #: equal at 600, 1.3-1.5x slower at 1500 and 3000); above the measured range the
 #: machine's threads are kept
 CROSSOVER_COLUMNS = 4000
+#: floating-point operations from which one product inside the small-block region runs on the
+#: caller's threads (``benchmarks/bench_threads.py``, product section)
+CROSSOVER_FLOPS = 2e10
 
 
 def user_threads():
@@ -57,6 +67,8 @@ def user_threads():
 
 
 _CONTROLLER = None
+# the caller's BLAS thread count where the package lowered it (per thread of the caller)
+_OUTER = threading.local()
 
 
 def _controller():
@@ -85,8 +97,27 @@ def _blas_limit(n, *, forced):
     if not current or (not forced and n >= max(current)):
         yield  # nothing to lower: never raise a limit the caller has set
         return
-    with ctl.limit(limits=n, user_api="blas"):
-        yield
+    outer = getattr(_OUTER, "threads", None)
+    _OUTER.threads = max(current) if not forced else None
+    try:
+        with ctl.limit(limits=n, user_api="blas"):
+            yield
+    finally:
+        _OUTER.threads = outer
+
+
+def large_product_threads(flops):
+    """BLAS thread limit for one product of ``flops`` operations inside the small-block region.
+
+    At or above :data:`CROSSOVER_FLOPS` the product runs on the threads the
+    caller had before the package lowered them (never more); below it, or
+    outside a region the package lowered, or under ``HCLSTAT_NUM_THREADS``,
+    nothing changes.
+    """
+    outer = getattr(_OUTER, "threads", None)
+    if outer is None or float(flops) < CROSSOVER_FLOPS or user_threads() is not None:
+        return contextlib.nullcontext()
+    return _controller().limit(limits=outer, user_api="blas")
 
 
 def small_block_threads(n_columns):

@@ -404,6 +404,38 @@ def test_published_design_unevaluable_slope_fails_with_its_reason(rng):
     assert not c["passed"] and c["value"] is None and c["reason"].startswith("not evaluable")
 
 
+def test_published_design_below_the_edge_judges_the_learned_ranks_on_false_structures(rng):
+    """Issue 12: on the paper's design (noise 6) most spikes sit below the BBP edge at n = 30000, so no
+    estimator can learn the pattern; the learned ranks are then judged on inventing no structure (fixed by
+    the truth before any fit), and that criterion can fail."""
+    settings = CHECKS["published_design"].full
+    res = _published_results(rng, -0.5, [0, 0, 0, 0], learned_slope=-0.1)
+    res.update(hcl_learned_learnable=False, hcl_learned_precision=[1.0, 1.0, 1.0, 1.0])
+    crit = {c["name"]: c for c in evaluate_published_design(res, settings)}
+    assert crit["hcl_learned/no_false_structure"]["passed"]
+    assert not any(name.startswith("hcl_learned/") and name != "hcl_learned/no_false_structure" for name in crit)
+    assert crit["hcl/global/block_error_slope"]["passed"] and crit["sfa/specific/block_error_slope"]["passed"]
+    res["hcl_learned_precision"] = [1.0, 0.8, 1.0, 1.0]
+    crit = {c["name"]: c for c in evaluate_published_design(res, settings)}
+    assert not crit["hcl_learned/no_false_structure"]["passed"] and crit["hcl_learned/no_false_structure"]["value"] == 0.8
+
+
+def test_spikes_below_edge_decides_learnability_from_the_truth():
+    from hclstat.checks.published_design import spikes_below_edge
+    from hclstat.model import HierarchicalModel, published_hierarchy
+
+    full, quick = CHECKS["published_design"].full, CHECKS["published_design"].quick
+    below = {}
+    for name, st in (("full", full), ("quick", quick)):
+        h = published_hierarchy(st["dims"], st["rank"])
+        model = HierarchicalModel.random(h, singular_values=tuple(st["singular_values"]), noise=st["noise"],
+                                         random_state=0)
+        below[name] = spikes_below_edge(model, st["n"][-1], st["edge_margin"])
+    assert all(k == 0 for k, _ in below["quick"].values())
+    # noise 6, spikes d^2 / 6 with d in [0.5, 1.5]: c (p = 800) has most of its 12 spikes below 2 sqrt(800 / 30000)
+    assert below["full"]["c"][1] == 12 and below["full"]["c"][0] >= 6
+
+
 # ------------------------------------------------------------------ runner
 SMALL_IDENT = {"n_hierarchies": 3, "n_counterexamples": 2}
 

@@ -102,7 +102,16 @@ def _leftovers(parent):
     return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
 
 
-def _check_fit_output(out, ids, hierarchy=None):
+def _outer_ids(paths):
+    """The IDs the (default) outer join keeps: the first table's in its order, then each new one's."""
+    out = []
+    for path in paths.values():
+        t = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"pid": str})
+        out += [i for i in t["pid"] if i not in set(out)]
+    return out
+
+
+def _check_fit_output(out, ids, hierarchy=None, join="outer"):
     h = Hierarchy.from_dict(json.loads((out / "hierarchy.json").read_text()))
     assert h.dims == TRUTH.dims
     if hierarchy is not None:
@@ -120,8 +129,14 @@ def _check_fit_output(out, ids, hierarchy=None):
     summary = (out / "summary.txt").read_text()
     assert "Sharing pattern" in summary and "Variance explained" in summary and "Missingness" in summary
     report = json.loads((out / "data_report.json").read_text())
-    assert report["join"]["n_rows"] == len(ids)
-    assert report["join"]["dropped_ids"]["a"] == ["only_a_0", "only_a_1"]
+    assert report["join"]["n_rows"] == len(ids) and report["join"]["join"] == join
+    if join == "inner":
+        assert report["join"]["dropped_ids"]["a"] == ["only_a_0", "only_a_1"]
+        assert report["rows"]["per_modality"] == {m: len(ids) for m in "abc"}
+    else:
+        assert report["join"]["missing_ids"]["a"] == ["only_b_0", "only_b_1", "only_c_0", "only_c_1"]
+        assert report["rows"]["per_modality"] == {m: len(ids) - 4 for m in "abc"}
+        assert report["rows"]["per_pair"] == {"a+b": len(ids) - 6, "a+c": len(ids) - 6, "b+c": len(ids) - 6}
     for name in ("pattern", "variance_explained", "top_features"):
         png = out / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,15 +145,23 @@ def _check_fit_output(out, ids, hierarchy=None):
 
 
 # ------------------------------------------------------------ fit (in-process)
-def test_fit_end_to_end_with_stub(tmp_path, capsys, stub):
+@pytest.mark.parametrize("join", ["outer", "inner", None])
+def test_fit_end_to_end_with_stub(tmp_path, capsys, stub, join):
     paths, ids = _tables(tmp_path)
     out = tmp_path / "res"
-    code, stdout, err = _run(["fit", *_view_args(paths), "--id", "pid", "--out", out], capsys)
+    option = [] if join is None else ["--join", join]
+    code, stdout, err = _run(["fit", *_view_args(paths), "--id", "pid", *option, "--out", out], capsys)
     assert code == 0, err
     assert f"wrote {out}" in stdout
-    assert "modality 'b': dropped 2 ID(s)" in err
-    kept = [i for i in pd.read_csv(paths["a"], dtype={"pid": str})["pid"] if not i.startswith("only")]
-    _check_fit_output(out, kept)
+    if join == "inner":
+        assert "modality 'b': dropped 2 ID(s)" in err
+        assert f"rows shared by each pair (their cross-covariance): a+b {N}, a+c {N}, b+c {N}" in err
+        kept = [i for i in pd.read_csv(paths["a"], dtype={"pid": str})["pid"] if not i.startswith("only")]
+    else:  # the default keeps every sample
+        assert "(outer join): 306 rows" in err and "modality 'b': missing for 4 ID(s)" in err
+        assert f"rows with data per modality: a {N + 2}, b {N + 2}, c {N + 2}" in err
+        kept = _outer_ids(paths)
+    _check_fit_output(out, kept, join=join or "outer")
     assert _leftovers(tmp_path) == []
 
 
@@ -267,7 +290,11 @@ BAD = {
                     "has no rows"),
     "empty file": (lambda d: _args_pair(_hier(d, "").rename(d / "a.csv"), _good(d, "b")), 1, "is empty"),
     "no common IDs": (lambda d: _args_pair(_good(d, "a"), _good(d, "b", ids=[f"q{i}" for i in range(30)])), 1,
-                      "no ID in column 'pid' is common to all modalities"),
+                      "no ID in column 'pid' is common to modalities 'a' and 'b' (a: ['p0', 'p1', 'p2'] and 27 more; "
+                      "b: ['q0', 'q1', 'q2'] and 27 more)"),
+    "no common IDs, inner": (lambda d: _args_pair(_good(d, "a"), _good(d, "b", ids=[f"q{i}" for i in range(30)]),
+                                                  "--join", "inner"), 1,
+                             "no ID in column 'pid' is common to all modalities"),
     "duplicated IDs": (lambda d: _args_pair(_good(d, "a", ids=[f"p{i % 28}" for i in range(30)]), _good(d, "b")), 1,
                        "duplicated IDs in column 'pid'"),
     "inf value": (lambda d: _args_pair(_with(d, "a", lambda t: t.__setitem__("a1", t["a1"].where(t.index != 4,
@@ -275,8 +302,12 @@ BAD = {
                                        _good(d, "b")), 1, "infinite value in column 'a1' at row 'p4'"),
     "all-NaN column": (lambda d: _args_pair(_with(d, "a", lambda t: t.__setitem__("a2", np.nan)), _good(d, "b")), 1,
                        "columns ['a2'] have no observed value"),
-    "too few rows": (lambda d: _args_pair(_good(d, "a", n=6), _good(d, "b")), 1,
-                     "only 6 rows after joining the modalities (need at least 10)"),
+    "too few rows": (lambda d: _args_pair(_good(d, "a", n=6), _good(d, "b", n=8)), 1,
+                     "only 8 rows after joining the modalities (need at least 10)"),
+    "modality with too few rows": (lambda d: _args_pair(_good(d, "a", n=6), _good(d, "b")), 1,
+                                   "modalities with fewer than 10 rows: {'a': 6}; drop them or add samples"),
+    "too few rows, inner": (lambda d: _args_pair(_good(d, "a", n=6), _good(d, "b"), "--join", "inner"), 1,
+                            "only 6 rows after joining the modalities (need at least 10)"),
     "rank above modality": (lambda d: _args_pair(_good(d, "a"), _good(d, "b", p=3), "--max-rank", "4"), 1,
                             "--max-rank 4 exceeds what modality 'b' allows: at most 3"),
     "hierarchy unknown modality": (lambda d: _args_pair(_good(d, "a"), _good(d, "b"), "--hierarchy",
@@ -533,7 +564,7 @@ def test_predict_with_stub_models(tmp_path, capsys, stub, monkeypatch):
                         lambda m, attr, w: _StubRegressor if attr == "HCLRegressor" else real(m, attr, w))
     out = tmp_path / "pred"
     code, _, err = _run(["predict", *_view_args(paths), "--id", "pid", "--target", f"{tmp_path / 'y.csv'}:y",
-                         "--test-fraction", "0.25", "--out", out], capsys)
+                         "--test-fraction", "0.25", "--join", "inner", "--out", out], capsys)
     assert code == 0, err
     pred = pd.read_csv(out / "predictions.csv", index_col="pid")
     assert len(pred) == N and list(pred.columns) == ["target", "prediction", "split"]
@@ -542,6 +573,14 @@ def test_predict_with_stub_models(tmp_path, capsys, stub, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "regression" and metrics["test"]["n"] == 70 and metrics["test"]["r2"] > 0.3
     assert (out / "summary.txt").read_text().startswith("stub regression summary")
+    # the default join keeps the samples some tables lack too (issue 13); they have no target here
+    code, _, err = _run(["predict", *_view_args(paths), "--id", "pid", "--target", f"{tmp_path / 'y.csv'}:y",
+                         "--test-fraction", "0.25", "--out", tmp_path / "pred_outer"], capsys)
+    assert code == 0, err
+    outer = pd.read_csv(tmp_path / "pred_outer" / "predictions.csv", index_col="pid")
+    assert len(outer) > N and set(pred.index) < set(outer.index)
+    assert outer.loc[outer.split == "unlabelled", "target"].isna().all()
+    assert outer.loc[outer.split != "unlabelled", "target"].notna().all()
 
 
 # ------------------------------------------------------------ demo
@@ -581,7 +620,7 @@ def test_subprocess_usage_and_bad_input(tmp_path):
 
 def test_subprocess_fit_hcl_learns_pattern_and_is_reproducible(tmp_path):
     paths, _ = _tables(tmp_path, n=600)
-    kept = [i for i in pd.read_csv(paths["a"], dtype={"pid": str})["pid"] if not i.startswith("only")]
+    kept = _outer_ids(paths)
     runs = []
     for name in ("r1", "r2"):
         r = _subprocess(["fit", *_view_args(paths), "--id", "pid", "--seed", "3", "--out", name, "--no-figures"

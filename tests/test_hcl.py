@@ -161,8 +161,8 @@ def test_learned_pattern_recovers_d1(d1, seed):
 @pytest.mark.slow
 def test_lattice_finds_the_nonspecific_pattern_at_weak_signal(d1):
     # DESIGN §2 prototype at s = 0.15, n = 500: non-specific pattern exact in 19/20 seeds
-    # (measured here: 19/20; the full pattern, with the specific ranks at the
-    # Tracy-Widom edge for these spikes, 13/20)
+    # (measured here: 19/20; the full pattern, specific ranks on the residual after the
+    # shared subspace: tests/test_specific_ranks.py)
     hits = 0
     for seed in range(20):
         model = HierarchicalModel.random(d1, loading_scale=0.15, random_state=seed)
@@ -537,7 +537,7 @@ def test_sklearn_params_round_trip(d1, d1_fit):
     params = est.get_params()
     assert params["hierarchy"] is d1 and params["max_iter"] == 50 and params["noise_model"] == "isotropic"
     assert set(params) == {
-        "hierarchy", "max_rank", "noise_model", "penalty", "selection", "gamma", "lambdas",
+        "hierarchy", "max_rank", "max_components", "noise_model", "penalty", "selection", "gamma", "lambdas",
         "n_permutations", "permutation_rows", "alpha", "max_iter", "tol", "random_state", "verbose",
     }
     assert est.set_params(max_iter=20, tol=1e-6) is est

@@ -95,7 +95,7 @@ def test_read_table_errors(tmp_path, make, id_column, match):
 def test_inner_join_keeps_common_ids_in_first_order_and_reports_dropped(rng):
     a = _frame(rng, ["p1", "p2", "p3", "p4"], ["x"]).set_index("pid")
     b = _frame(rng, ["p4", "p5", "p2", "p1"], ["y"]).set_index("pid")
-    aligned, report = join_tables({"a": a, "b": b}, id_column="pid")
+    aligned, report = join_tables({"a": a, "b": b}, id_column="pid", join="inner")
     assert list(aligned["a"].index) == list(aligned["b"].index) == ["p1", "p2", "p4"]
     assert report.dropped_ids == {"a": ["p3"], "b": ["p5"]}
     assert aligned["b"].loc["p2", "y"] == b.loc["p2", "y"]
@@ -121,7 +121,7 @@ def test_join_errors(rng):
     a = _frame(rng, ["p1", "p2"], ["x"]).set_index("pid")
     b = _frame(rng, ["q1", "q2"], ["y"]).set_index("pid")
     with pytest.raises(ValueError, match="no ID in column 'pid' is common to all modalities"):
-        join_tables({"a": a, "b": b}, id_column="pid")
+        join_tables({"a": a, "b": b}, id_column="pid", join="inner")
     c = _frame(rng, ["q1", "q2", "q3"], ["y"]).set_index("pid")
     with pytest.raises(ValueError, match=r"row counts differ across modalities \{'a': 2, 'c': 3\}"):
         join_tables({"a": a, "c": c})
@@ -212,7 +212,7 @@ def test_load_views_files_join_and_report(tmp_path, rng):
     a.to_csv(tmp_path / "a.csv", index=False)
     b.to_parquet(tmp_path / "b.parquet")
     data = load_views({"a": tmp_path / "a.csv", "b": tmp_path / "b.parquet"}, id_column="pid",
-                      preprocessing={"b": "log1p"})
+                      preprocessing={"b": "log1p"}, join="inner")
     assert list(data.ids) == ids[5:25]
     assert data.dims == {"a": 3, "b": 2}
     assert data.join.dropped_ids == {"a": ids[:5], "b": ids[25:][::-1]}

@@ -83,3 +83,33 @@ def test_the_rule_reaches_every_blas_library_loaded(two_threads, monkeypatch):
     with small_block_threads(180):
         libs = [p for p in threadpool_info() if p["user_api"] == "blas"]
         assert {p["num_threads"] for p in libs} == {1}, libs
+
+
+def test_large_products_regain_the_callers_threads_inside_the_small_block_region(monkeypatch):
+    """Issue 16: the permutation nulls of wide blocks are single large GEMMs; inside the one-thread
+    region they run on the caller's threads, never on more, and a user setting keeps its count."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from hclstat.threads import CROSSOVER_FLOPS, large_product_threads, small_block_threads
+
+    def blas():
+        return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    monkeypatch.delenv("HCLSTAT_NUM_THREADS", raising=False)
+    with threadpool_limits(2, user_api="blas"):
+        with small_block_threads(100):
+            assert blas() == 1
+            with large_product_threads(CROSSOVER_FLOPS / 10):
+                assert blas() == 1
+            with large_product_threads(CROSSOVER_FLOPS):
+                assert blas() == 2
+            assert blas() == 1
+        with large_product_threads(CROSSOVER_FLOPS):  # outside the region: the caller's limit as it is
+            assert blas() == 2
+    with threadpool_limits(1, user_api="blas"):  # the caller asked for one thread: nothing to regain
+        with small_block_threads(100), large_product_threads(CROSSOVER_FLOPS):
+            assert blas() == 1
+    monkeypatch.setenv("HCLSTAT_NUM_THREADS", "1")
+    with threadpool_limits(2, user_api="blas"):
+        with small_block_threads(100), large_product_threads(CROSSOVER_FLOPS):
+            assert blas() == 1

@@ -195,15 +195,21 @@ def add_estimator(p, *, pattern=True):
     g.add_argument("--verbose", action="store_true", help="let the estimator report its iterations")
 
 
-def add_data(p):
+#: ``--join`` help: every command keeps every sample by default
+JOIN_HELP = ("outer (default): keep the IDs of any table, a sample a table lacks is missing in that modality "
+             "(each covariance block uses the samples measured in both); inner: only the IDs present in every "
+             "table")
+
+
+def add_data(p, *, join_help=JOIN_HELP):
+    """The data options; ``--join`` parses to None when not given (callers resolve it, see
+    :func:`hclstat.cli.shared.load_data`), so that an explicit ``--join outer`` can be told apart."""
     g = p.add_argument_group("data")
     g.add_argument("--view", action="append", metavar="NAME=FILE", required=True,
                    help="one modality table (CSV, TSV or Parquet); repeat for each modality")
     g.add_argument("--id", metavar="COLUMN",
                    help="ID column to join the tables on (default: join by row order)")
-    g.add_argument("--join", choices=("inner", "outer"), default="inner",
-                   help="inner: IDs present in every table (default); outer: any table, "
-                        "a modality's absent rows become missing (block-missing)")
+    g.add_argument("--join", choices=("inner", "outer"), default=None, help=join_help)
     g.add_argument("--prep", action="append", metavar="NAME=STEPS",
                    help="preprocessing of one modality, comma-separated: center/nocenter, scale/noscale, "
                         "log1p, onehot, keepconstant, raw (default: center,scale)")

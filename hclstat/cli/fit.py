@@ -6,7 +6,7 @@ import argparse
 import warnings
 
 from . import shared
-from .base import EXIT_OK, UsageError, add_common, add_data, add_estimator, add_figures, add_output, \
+from .base import EXIT_OK, JOIN_HELP as _JOIN_HELP, UsageError, add_common, add_data, add_estimator, add_figures, add_output, \
     positive_int, stages
 
 EPILOG = """\
@@ -23,12 +23,23 @@ an existing DIR is replaced only if empty or written by hclstat, else --overwrit
   variance_explained.csv, missingness.csv, data_report.json, summary.txt, run.json
   figures/pattern.png, variance_explained.png, top_features.png
 
+joining (--id COLUMN): by default every sample of every table is kept (--join
+outer); a sample missing from a table is missing in that modality, and each
+covariance block uses the samples measured in both of its modalities. The data
+report (summary.txt, data_report.json "rows") gives the rows each modality and
+each pair of modalities contributes. --join inner keeps only the IDs present
+in every table (and reports the IDs it dropped).
+
 out of core (--chunks ROWS): the tables are read with dask in chunks of about
 ROWS rows; preprocessing statistics, moments and scores are computed chunk by
 chunk, so no table is held in memory whole. The tables must list the same rows
-(or, with --id, the same IDs) in the same order; CSV files must be
+(or, with --id, the same IDs) in the same order (so nothing is joined:
+--join outer, which needs the in-memory join, is refused); CSV files must be
 uncompressed, Parquet files are read by row group.
 """
+
+#: ``--join`` help for ``fit`` (it also reads out of core)
+JOIN_HELP = _JOIN_HELP + ". With --chunks the tables must list the same rows, so nothing is joined"
 
 
 def add_parser(sub):
@@ -36,7 +47,7 @@ def add_parser(sub):
                        description="Fit HCL (or SFA) to one table per modality; write the pattern, loadings, "
                                    "scores, noise variances, a summary and figures.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data(p)
+    add_data(p, join_help=JOIN_HELP)
     add_estimator(p)
     add_output(p)
     add_figures(p)
@@ -58,6 +69,8 @@ def run(args, console):
         if args.join == "outer":
             raise UsageError("--chunks reads tables that list the same rows in the same order; "
                              "--join outer needs the in-memory join (drop --chunks)")
+        # the tables must be aligned, so nothing is joined and every row is kept (recorded as the default)
+        args.join = "outer"
         # deprecation notices dask's readers raise about pandas say nothing about the data
         warnings.filterwarnings("ignore", module=r"dask(\.|$)")
     check_output_target(args.out, overwrite=args.overwrite)

@@ -76,12 +76,14 @@ def load_data(args, console, step, *, chunked=False):
 
     sources = parse_views(args.view)
     prep = parse_preprocessing(args.prep, list(sources))
+    if args.join is None:  # the default of every command: keep every sample
+        args.join = "outer"
     options = {"id_column": args.id, "join": args.join, "preprocessing": prep, "progress": lambda msg: step(msg)}
     if chunked:
         data = hio.load_views_chunked(sources, chunk_rows=args.chunks, **options)
     else:
         data = hio.load_views(sources, **options)
-    for line in data.join.lines():
+    for line in [*data.join.lines(), *data.rows_lines()]:
         console.info(line)
     if chunked:
         chunks = {m: len(a.chunks[0]) for m, a in data.views.items()}
@@ -90,10 +92,12 @@ def load_data(args, console, step, *, chunked=False):
 
 
 def check_max_rank(max_rank, data):
+    """``--max-rank`` against each modality's columns and its rows (those with data, after an outer join)."""
     if max_rank is None:
         return
-    n = data.join.n_rows
+    rows = data.shared_rows
     for m, p in data.dims.items():
+        n = int(rows.loc[m, m])
         allowed = min(p, n - 1)
         if max_rank > allowed:
             why = f"its {p} columns after preprocessing" if p <= n - 1 else f"{n} rows"

@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, InvalidParameterError, Options, make_constraint
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import check_views
+from ..data import check_views, warn_few_block_rows
 from ..exceptions import EstimationWarning
 from ..hierarchy import Hierarchy
 from ..moments import Moments, compute_moments
@@ -259,7 +259,15 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         Column means over the observed entries of each modality (the ``mu``
         of :meth:`transform` and :meth:`score_samples`).
     n_samples_ : int
+        Rows of the (joined) data: with modalities on different samples, the
+        number of samples of any modality.
     feature_names_ : dict of str to list of str or None
+
+    Absent modalities: DataFrames indexed by sample ID are joined on the index
+    (outer join, :func:`hclstat.data.check_views`; a reordered index is
+    aligned), so each covariance block uses the samples observed in both of
+    its modalities; arrays need equal row counts. Scores and likelihoods use
+    the modalities each sample has, rows in :func:`hclstat.data.joined_index` order.
     """
 
     _parameter_constraints: dict = {}
@@ -278,7 +286,7 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         return tags
 
     def fit(self, views, y=None):
-        """Fit from views: a dict modality name -> (n, p_m) table, or a list."""
+        """Fit from views: a dict modality name -> (n, p_m) table (DataFrames joined on their index), or a list."""
         self._validate_params()
         with moment_pass_threads():
             moments = compute_moments(views)
@@ -296,6 +304,7 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         self.means_ = {m: moments.means[sl[m]].copy() for m in moments.modalities}
         self.feature_names_ = dict(moments.feature_names)
         self._check_dims(moments)
+        warn_few_block_rows(moments, stacklevel=4)
         # many small blocks from here on: see hclstat.threads for the rule
         with small_block_threads(sum(moments.dims.values())):
             self._fit_moments(moments)
@@ -359,6 +368,10 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         :func:`posterior_scores`); missing entries are skipped row by row, never
         imputed. :func:`stack_scores` turns them into one ``(n, K)`` array
         whose columns :meth:`get_feature_names_out` names.
+
+        A sample absent from some modalities (joined as in ``fit``) gets the
+        posterior mean given the modalities it has; a structure none of whose
+        modalities it has gets 0, its prior mean.
         """
         check_is_fitted(self, "loadings_")
         X = self._stack_views(views)
@@ -393,9 +406,10 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         """Gaussian log-likelihood of each row under the fitted ``N(mu, Sigma)``.
 
         ``mu`` are the fitted column means (``means_``), ``Sigma`` is
-        :meth:`get_covariance`. A row with missing entries is scored by the
-        marginal density of its observed entries (pairwise-complete, no
-        imputation); see :func:`gaussian_log_likelihood`.
+        :meth:`get_covariance`. A row with missing entries (or a sample absent
+        from some modalities, joined as in ``fit``) is scored by the marginal
+        density of its observed entries (no imputation); see
+        :func:`gaussian_log_likelihood`.
 
         Parameters
         ----------

@@ -51,9 +51,23 @@ class HCL(BaseHierarchicalEstimator):
         The sharing pattern. ``None`` (default) learns the pattern and the ranks:
         non-specific ranks from the cross-covariance rank lattice with
         a family-wise permutation procedure (:func:`hclstat.lattice.datafit_lattice`),
-        specific ranks from the noise-whitened within-modality spectrum.
+        specific ranks from the noise-whitened within-modality residual after
+        the shared subspace (:func:`hclstat.specific.datafit_specific_ranks`,
+        valid when ``p_m > n``; an :class:`~hclstat.exceptions.EstimationWarning`
+        names a modality whose noise reaches the floor, whose rank approaches
+        ``min(n - 1, p_m)`` or that has too few rows for the test).
     max_rank : int, optional
         Cap on any structure's rank and on each modality's total rank.
+    max_components : int, optional
+        Largest number of components in the learned model (``hierarchy=None``),
+        for a representation of a given size. When the learned pattern has
+        more, it is fitted once and the components explaining the most
+        variance are kept: within each structure the principal directions of
+        its loadings, ranked together across structures by the variance they
+        explain on the correlation scale (eigenvalues of ``A_S^T D^{-1} A_S``,
+        ``D = diag S``); the reduced pattern is then fitted as usual. ``None``
+        (default) keeps every component the rank tests find. Ignored when
+        ``hierarchy`` is given (its ranks are the size).
     noise_model : {"diagonal", "isotropic"}
         ``Psi_m`` heteroskedastic diagonal or ``sigma_m^2 I``.
     penalty : {None, "group"}
@@ -136,6 +150,7 @@ class HCL(BaseHierarchicalEstimator):
         hierarchy=None,
         *,
         max_rank=None,
+        max_components=None,
         noise_model="diagonal",
         penalty=None,
         selection="lattice",
@@ -151,6 +166,7 @@ class HCL(BaseHierarchicalEstimator):
     ):
         self.hierarchy = hierarchy
         self.max_rank = max_rank
+        self.max_components = max_components
         self.noise_model = noise_model
         self.penalty = penalty
         self.selection = selection
@@ -168,6 +184,7 @@ class HCL(BaseHierarchicalEstimator):
     _parameter_constraints: dict = {
         "hierarchy": [Hierarchy, None],
         "max_rank": [Interval(Integral, 1, None, closed="left"), None],
+        "max_components": [Interval(Integral, 1, None, closed="left"), None],
         "noise_model": [StrOptions({"diagonal", "isotropic"})],
         "penalty": [StrOptions({"group"}), None],
         "selection": [StrOptions({"lattice", "bic"})],
@@ -315,12 +332,33 @@ class HCL(BaseHierarchicalEstimator):
                 stacklevel=stacklevel + 1,
             )
         spec, _ = datafit_specific_ranks(datafit, self.lattice_.ranks, noise_model=self.noise_model,
-                                         alpha=self.alpha, max_rank=self.max_rank)
+                                         alpha=self.alpha, max_rank=self.max_rank, stacklevel=stacklevel + 2)
         ranks = dict(self.lattice_.ranks)
         if self.max_rank is not None:
             ranks = {s: min(k, self.max_rank) for s, k in ranks.items()}
             spec = {s: min(k, self.max_rank) for s, k in spec.items()}
-        return lattice_hierarchy(datafit.dims, ranks, spec)
+        h = lattice_hierarchy(datafit.dims, ranks, spec)
+        if self.max_components is not None and h.n_components > self.max_components:
+            h = self._largest_components(datafit, h)
+        return h
+
+    def _largest_components(self, datafit, h):
+        """The ``max_components`` components of ``h`` explaining the most standardised variance.
+
+        ``h`` is fitted once; within each structure the principal directions of
+        its loadings (eigenvalues of ``A_S^T D^{-1} A_S``, ``D = diag S``: the
+        variance a direction explains, summed over columns as a share of each
+        column's variance) are ranked together across structures.
+        """
+        fit = fit_hierarchy(datafit, h, self._solver(), noise_model=self.noise_model)
+        d = datafit.stacked_diag()
+        shares = [(float(v), s) for s, cs in h.component_slices().items()
+                  for v in np.linalg.eigvalsh(fit.A[:, cs].T @ (fit.A[:, cs] / d[:, None]))]
+        shares.sort(key=lambda t: -t[0])
+        kept = {}
+        for _, s in shares[: self.max_components]:
+            kept[s] = kept.get(s, 0) + 1
+        return Hierarchy(dims=dict(h.dims), ranks={tuple(sorted(s)): k for s, k in kept.items()})
 
 
 def _row_source(arrays, moments, rows, rng):

@@ -1,10 +1,11 @@
 """Reading modality tables, joining them on an ID, and writing results.
 
 Input: one table per modality (CSV, TSV or Parquet), joined on an ID column or
-by row order. With an ID column the *intersection* of IDs is used by default
-(``join="inner"``) and the IDs each modality loses are reported; ``join="outer"``
-keeps the union and a modality's rows that are absent become all-NaN
-(block-missing), which the pairwise-complete moments handle without imputing.
+by row order. With an ID column the *union* of IDs is kept by default
+(``join="outer"``): a modality's rows that are absent become all-NaN
+(block-missing), which the pairwise-complete moments handle without imputing,
+and the rows each modality and each pair contribute are reported;
+``join="inner"`` keeps the intersection and reports the IDs each modality loses.
 
 Out of core: :func:`load_views_chunked` reads the tables with
 ``dask.dataframe`` in row chunks, learns the preprocessing in one pass (means

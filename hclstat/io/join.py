@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ import pandas as pd
 from ..preprocess import ModalityPreprocessor, Preprocessing
 from .read import _show_ids, read_table
 
-__all__ = ["MIN_ROWS", "JoinReport", "MultiViewData", "join_tables", "load_views", "missingness_table"]
+__all__ = ["MIN_ROWS", "JoinReport", "MultiViewData", "join_tables", "load_views", "missingness_table",
+           "shared_rows_table"]
 
 #: fewest joined rows accepted by :func:`load_views` (second moments of fewer rows are noise)
 MIN_ROWS = 10
@@ -89,7 +91,20 @@ class JoinReport:
         return out
 
 
-def join_tables(tables, *, id_column=None, join="inner"):
+def _check_pairs_share_ids(indexes, sets, id_column):
+    """Outer join: two modalities without a common ID have no cross-covariance (an error naming them)."""
+    mods = list(indexes)
+    for i, a in enumerate(mods):
+        for b in mods[i + 1:]:
+            if not sets[a] & sets[b]:
+                raise ValueError(
+                    f"no ID in column {id_column!r} is common to modalities {a!r} and {b!r} "
+                    f"({a}: {_show_ids(indexes[a], 3)}; {b}: {_show_ids(indexes[b], 3)}), so nothing relates "
+                    "them; check the ID column and its format"
+                )
+
+
+def join_tables(tables, *, id_column=None, join="outer"):
     """Align modality tables on their index (IDs) or by row order.
 
     Parameters
@@ -98,8 +113,12 @@ def join_tables(tables, *, id_column=None, join="inner"):
         As returned by :func:`read_table` (indexed by ID when ``id_column``).
     id_column : str, optional
         ``None`` joins by row order: every table must have the same number of rows.
-    join : {"inner", "outer"}
-        Keep the IDs present in every table, or in any table.
+    join : {"outer", "inner"}
+        Keep the IDs present in any table (default; in order of
+        first appearance: the first table's, then those new in the second,
+        ...; a modality's rows for the IDs it lacks are all-NaN), or only those
+        present in every table. Two
+        modalities without a common ID are an error either way.
 
     Returns
     -------
@@ -141,6 +160,7 @@ def join_tables(tables, *, id_column=None, join="inner"):
         keep = pd.Index(order, name=id_column)
         dropped = {}
         sets = {m: set(idx) for m, idx in indexes.items()}
+        _check_pairs_share_ids(indexes, sets, id_column)
         missing = {m: [i for i in keep if i not in sets[m]] for m in indexes}
     aligned = {m: t.reindex(keep) for m, t in tables.items()}
     return aligned, JoinReport(id_column, join, len(keep), rows, dropped, missing)
@@ -175,6 +195,49 @@ def missingness_table(views):
     return pd.DataFrame(out).set_index("modality")
 
 
+def _observed_rows(x):
+    """Rows of one modality with at least one observed entry (boolean, NumPy or dask)."""
+    if hasattr(x, "dask"):
+        import dask.array as da
+
+        return ~da.isnan(x).all(axis=1)
+    return ~np.isnan(np.asarray(x, dtype=np.float64)).all(axis=1)
+
+
+def shared_rows_table(views, missingness=None):
+    """Rows each modality, and each pair of modalities, contributes.
+
+    Parameters
+    ----------
+    views : dict of str to DataFrame, ndarray or dask array
+        Joined modalities (same rows), NaN where missing.
+    missingness : pandas.DataFrame, optional
+        Their :func:`missingness_table`; when no modality has an all-missing
+        row every count is the row count and the data are not read again.
+
+    Returns
+    -------
+    pandas.DataFrame of int, modality x modality
+        Entry ``(a, b)``: rows with an observed entry in both ``a`` and ``b``
+        (the rows behind their cross-covariance); the diagonal: rows with an
+        observed entry in the modality.
+    """
+    mods = list(views)
+    n = int(next(iter(views.values())).shape[0])
+    out = pd.DataFrame(n, index=pd.Index(mods, name="modality"), columns=mods, dtype=np.int64)
+    if missingness is not None and not (missingness["rows_all_missing"] > 0).any():
+        return out
+    present = {m: _observed_rows(x) for m, x in views.items()}
+    if any(hasattr(v, "dask") for v in present.values()):
+        import dask
+
+        present = dict(zip(mods, dask.compute(*present.values())))
+    for i, a in enumerate(mods):
+        for b in mods[i:]:
+            out.loc[a, b] = out.loc[b, a] = int(np.count_nonzero(present[a] & present[b]))
+    return out
+
+
 @dataclass
 class MultiViewData:
     """Joined, preprocessed modalities ready for an estimator.
@@ -207,17 +270,38 @@ class MultiViewData:
     def dims(self):
         return {m: int(t.shape[1]) for m, t in self.views.items()}
 
+    @cached_property
+    def shared_rows(self):
+        """:func:`shared_rows_table` of the views: rows per modality (diagonal) and per pair."""
+        return shared_rows_table(self.views, self.missingness)
+
+    def rows_lines(self):
+        """Readable lines: the rows each modality and each pair of modalities contributes."""
+        t = self.shared_rows
+        mods = list(t.index)
+        out = ["rows with data per modality: " + ", ".join(f"{m} {t.loc[m, m]}" for m in mods)]
+        if len(mods) > 1:
+            pairs = [f"{a}+{b} {t.loc[a, b]}" for i, a in enumerate(mods) for b in mods[i + 1:]]
+            out.append("rows shared by each pair (their cross-covariance): " + ", ".join(pairs))
+        return out
+
     def to_dict(self):
-        """JSON-serialisable report of the join, the preprocessing and the missingness."""
+        """JSON-serialisable report of the join, the rows per modality and pair, the preprocessing
+        and the missingness."""
+        t = self.shared_rows
         return {
             "join": self.join.to_dict(),
+            "rows": {
+                "per_modality": {m: int(t.loc[m, m]) for m in t.index},
+                "per_pair": {f"{a}+{b}": int(t.loc[a, b]) for i, a in enumerate(t.index) for b in t.index[i + 1:]},
+            },
             "preprocessing": {m: p.report() for m, p in self.preprocessors.items()},
             "missingness": json.loads(self.missingness.to_json(orient="index")),
         }
 
     def report(self):
-        """Readable text: join, preprocessing per modality, missingness table."""
-        lines = ["Data", "-" * 60, *self.join.lines(), ""]
+        """Readable text: join, rows per modality and pair, preprocessing per modality, missingness table."""
+        lines = ["Data", "-" * 60, *self.join.lines(), *self.rows_lines(), ""]
         for m, p in self.preprocessors.items():
             r = p.report()
             extra = ""
@@ -230,7 +314,7 @@ class MultiViewData:
         return "\n".join(lines)
 
 
-def load_views(sources, *, id_column=None, join="inner", preprocessing=None, min_rows=MIN_ROWS, progress=None):
+def load_views(sources, *, id_column=None, join="outer", preprocessing=None, min_rows=MIN_ROWS, progress=None):
     """Read, join and preprocess one table per modality.
 
     Parameters
@@ -240,12 +324,14 @@ def load_views(sources, *, id_column=None, join="inner", preprocessing=None, min
         (which must contain ``id_column`` when one is given).
     id_column : str, optional
         Join on this column; without it rows are joined by position.
-    join : {"inner", "outer"}
-        Intersection (default) or union of the IDs; see :func:`join_tables`.
+    join : {"outer", "inner"}
+        Union (default) or intersection of the IDs; see :func:`join_tables`.
+        ``"outer"`` keeps every sample of every modality; the estimators then use, for each covariance block, the
+        samples observed in both modalities (:attr:`MultiViewData.shared_rows`).
     preprocessing : dict of str to Preprocessing or str, optional
         Per-modality steps; modalities not listed get the default (centre and scale).
     min_rows : int
-        Fewest joined rows accepted.
+        Fewest joined rows accepted, and (outer join) fewest rows of any modality.
     progress : callable, optional
         Called with a short message after each table is read (e.g. a progress bar update).
 
@@ -278,6 +364,10 @@ def load_views(sources, *, id_column=None, join="inner", preprocessing=None, min
         raise ValueError(
             f"only {report.n_rows} rows after joining the modalities (need at least {min_rows})"
         )
+    few = {m: k for m, k in report.rows_per_modality.items() if k < min_rows}
+    if few:
+        # what the inner join would have refused: a modality too small to estimate anything from
+        raise ValueError(f"modalities with fewer than {min_rows} rows: {few}; drop them or add samples")
     views, preps = {}, {}
     for m, t in aligned.items():
         prep = ModalityPreprocessor(preprocessing.get(m, Preprocessing()), name=m)

@@ -108,6 +108,26 @@ class CovarianceDatafit(Datafit):
         R = self._block(a, b) if La is None else self._block(a, b) - La @ Lb.T
         return top_svd(R, k)[0]
 
+    def cross_left_singular(self, a, others, k, *, q=None, q_others=None):
+        """Top ``k`` left singular vectors of ``diag(q) S_{a,U} diag(q_U)``, ``U = others``
+        (``q_others``: the stacked column scales of ``U``; default 1)."""
+        cols, cross = self._cross_with_others(a)
+        C = cross[:, np.concatenate([cols[o] for o in others])]
+        if q is not None:
+            C = C * q[:, None]
+        if q_others is not None:
+            C = C * q_others[None, :]
+        return top_svd(C, k)[0]
+
+    def residual_eigh(self, a, k, *, q=None, basis=None):
+        """Top ``k`` eigenpairs of ``(I - Q Q^T) diag(q) S_aa diag(q) (I - Q Q^T)`` for an
+        orthonormal ``basis`` ``Q`` of shape (p_a, j) (``None``: no projection)."""
+        M = self._within_scaled(a, q)
+        if basis is not None and basis.shape[1]:
+            MQ = M @ basis
+            M = M - basis @ MQ.T - MQ @ basis.T + basis @ ((basis.T @ MQ) @ basis.T)
+        return top_eigh(0.5 * (M + M.T), k)
+
     def _cross_with_others(self, a):
         """``[S_ab]_{b != a}`` side by side and each ``b``'s columns in it (cached for the last ``a``)."""
         if self._lattice[0] != a:

@@ -246,6 +246,37 @@ class CentredData(Datafit):
 
         return block_lanczos(RRt, self.dims[a], k, random_state=self.random_state)[1]
 
+    def cross_left_singular(self, a, others, k, *, q=None, q_others=None):
+        """Top ``k`` left singular vectors of ``diag(q) S_{a,U} diag(q_U)``, ``U = others``
+        (``q_others``: the stacked column scales of ``U``; default 1), by block Lanczos."""
+        others = list(others)
+        scales = {m: np.ones(p) for m, p in self.dims.items()}
+        if q is not None:
+            scales[a] = np.asarray(q, dtype=np.float64)
+        if q_others is not None:
+            bounds = np.cumsum([0] + [self.dims[o] for o in others])
+            for i, o in enumerate(others):
+                scales[o] = np.asarray(q_others[bounds[i] : bounds[i + 1]], dtype=np.float64)
+        if self.scales is not None:
+            scales = {m: s * self.scales[m] for m, s in scales.items()}
+        return self._derive(scales=scales, _norms={}, _nulls=(None, None, None)).svd(
+            a, others, k, return_vectors=True)[0]
+
+    def residual_eigh(self, a, k, *, q=None, basis=None):
+        """Top ``k`` eigenpairs of ``(I - Q Q^T) diag(q) S_aa diag(q) (I - Q Q^T)`` for an
+        orthonormal ``basis`` ``Q`` (``None``: no projection), by block Lanczos (counting tolerance)."""
+        Q = None if basis is None or not basis.shape[1] else basis
+
+        def proj(B):
+            return B if Q is None else B - Q @ (Q.T @ B)
+
+        def apply(B):
+            B = proj(B)
+            Y = self.cross(a, a, B) if q is None else q[:, None] * self.cross(a, a, q[:, None] * B)
+            return proj(Y)
+
+        return block_lanczos(apply, self.dims[a], k, random_state=self.random_state, tol=COUNT_TOL)
+
     def dense_block(self, a):
         """``S_aa`` as an array, from ``p_a`` products: meant for narrow modalities
         (``p_a^2 <= n``), where it is no larger than one column of the data."""
