@@ -99,7 +99,7 @@ def step_down(t_obs, t_null, alpha):
     """
     t_obs, t_null = np.asarray(t_obs, dtype=np.float64), np.asarray(t_null, dtype=np.float64)
     B, T = t_null.shape
-    k = max(1, int(math.floor(alpha * (B + 1) + 1e-9)))
+    k = _critical_rank(alpha, B)
     order = np.argsort(-t_obs, kind="stable")
     # successive maxima over the tests not yet rejected: column j is max over order[j:]
     tail = np.maximum.accumulate(t_null[:, order][:, ::-1], axis=1)[:, ::-1]
@@ -179,8 +179,7 @@ def familywise_test(datafit, null, draws, tests, *, alpha, max_count=None):
     reject, p_values, critical, _ = step_down((s_obs - mu_p) / sd_p, (tops - mu_p) / sd_p, alpha)
     # counting: standardised over the draws only (a strong signal would inflate the pooled spread)
     mu, sd = tops.mean(axis=0), _positive(tops.std(axis=0, ddof=1), tops)
-    k = max(1, int(math.floor(alpha * (tops.shape[0] + 1) + 1e-9)))
-    single = float(np.sort(((tops - mu) / sd).max(axis=1))[-k])
+    single = float(np.sort(((tops - mu) / sd).max(axis=1))[-_critical_rank(alpha, tops.shape[0])])
     results = {}
     for j, (m, others) in enumerate(tests):
         tau = float(mu[j] + single * sd[j])
@@ -195,6 +194,12 @@ def familywise_test(datafit, null, draws, tests, *, alpha, max_count=None):
         return results[(m, tuple(others))]
 
     return test
+
+
+def _critical_rank(alpha, B):
+    """Which largest of ``B`` null maxima is the level-``alpha`` critical value: the
+    ``floor(alpha (B + 1))``-th (at least the first)."""
+    return max(1, int(math.floor(alpha * (B + 1) + 1e-9)))
 
 
 def _positive(sd, values):

@@ -20,7 +20,10 @@ import numpy as np
 from .exceptions import ConvergenceWarning
 from .utils import _LANCZOS_MIN_DIM, top_eigh
 
-__all__ = ["fa_noise", "fa_noise_fit"]
+__all__ = ["NOISE_FLOOR", "fa_noise", "fa_noise_fit"]
+
+#: lower bound of every fitted noise variance, relative to its column's variance
+NOISE_FLOOR = 1e-4
 
 _MEMO = OrderedDict()
 _MEMO_SIZE = 64
@@ -120,7 +123,7 @@ def fa_noise_fit(S, r):
     w0, V0 = top_eigh(S, r)
     common = np.sum(V0**2 * np.clip(w0, 0.0, None), axis=1)
     start = np.log(np.clip(d - common, 0.05 * d, None))
-    bounds = [(np.log(1e-4 * di), np.log(di)) for di in d]
+    bounds = [(np.log(NOISE_FLOOR * di), np.log(di)) for di in d]
     res = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10})
     if not res.success and not _stationary(res, bounds):

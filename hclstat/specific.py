@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .exceptions import EstimationWarning
-from .factor_analysis import fa_noise as _fa_noise
+from .factor_analysis import NOISE_FLOOR, fa_noise as _fa_noise
 from .hierarchy import Hierarchy
 from .moments.base import require
 from .moments.covariance import CovarianceDatafit
@@ -59,8 +59,6 @@ __all__ = [
     "white_noise_edge",
 ]
 
-#: relative floor of the noise variances (that of :func:`hclstat.factor_analysis.fa_noise`)
-NOISE_FLOOR = 1e-4
 #: the Tracy-Widom edge needs this many residual rows and columns
 MIN_RESIDUAL = 10
 #: a modality's rank "approaches" min(n - 1, p_m) above this fraction of it

@@ -40,7 +40,8 @@ ENV_VARIABLE = "HCLSTAT_NUM_THREADS"
 #: machine's threads are kept
 CROSSOVER_COLUMNS = 4000
 #: floating-point operations from which one product inside the small-block region runs on the
-#: caller's threads (``benchmarks/bench_threads.py``, product section)
+#: caller's threads. Provisional: not yet measured on a quiet machine (``benchmarks/bench_threads.py``,
+#: product section, reports the measured crossover), and no package product uses it yet
 CROSSOVER_FLOPS = 2e10
 
 

@@ -388,6 +388,19 @@ def test_constant_column(rng):
         StructuredFactorAnalysis(h).fit(views)
 
 
+def _loading_rates_case(replication, n, n_largest):
+    """The diagonal-noise data of ``loading_rates`` replication ``replication``: its model, and the
+    first ``n`` rows of its sample of ``n_largest`` (the check's nested samples)."""
+    from hclstat.studies import replication_seed
+
+    seed = replication_seed(20240702, 1, replication)
+    rng_model, rng_data = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
+    h = d1_hierarchy()
+    model = HierarchicalModel.random(h, singular_values=(0.5, 1.5), noise=0.5, noise_model="diagonal",
+                                     random_state=rng_model)
+    return h, model, {m: x[:n] for m, x in model.sample(n_largest, random_state=rng_data)[0].items()}
+
+
 def test_a_heywood_case_converges_at_the_noise_bound():
     """A noise variance whose likelihood supremum is at 0 (a Heywood case).
 
@@ -397,14 +410,7 @@ def test_a_heywood_case_converges_at_the_noise_bound():
     after 20,000 M-steps; with the factanal-style bound that run converges at
     the bound (3409 M-steps) and the restarts find the likelier interior maximum.
     """
-    from hclstat.studies import replication_seed
-
-    seed = replication_seed(20240702, 1, 9)
-    rng_model, rng_data = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
-    h = d1_hierarchy()
-    model = HierarchicalModel.random(h, singular_values=(0.5, 1.5), noise=0.5, noise_model="diagonal",
-                                     random_state=rng_model)
-    views = {m: x[:1000] for m, x in model.sample(16000, random_state=rng_data)[0].items()}
+    h, model, views = _loading_rates_case(9, 1000, 16000)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         sfa = StructuredFactorAnalysis(h, noise_model="diagonal", random_state=9).fit(views)
@@ -423,14 +429,7 @@ def test_spectral_run_still_drifting_at_max_iter_is_restarted():
     drifted for all 10,000 M-steps towards a specific factor collapsed onto one column (sin-theta 1.0,
     ~1100 log-likelihood units below the maximum) and the oracle reported a ConvergenceWarning; random
     restarts reach the maximum in 40-70 steps, and the start at the truth agrees."""
-    from hclstat.studies import replication_seed
-
-    seed = replication_seed(20240702, 1, 26)
-    rng_model, rng_data = (np.random.default_rng(x) for x in np.random.SeedSequence(seed).spawn(2))
-    h = d1_hierarchy()
-    model = HierarchicalModel.random(h, singular_values=(0.5, 1.5), noise=0.5, noise_model="diagonal",
-                                     random_state=rng_model)
-    views = {m: x[:8000] for m, x in model.sample(64000, random_state=rng_data)[0].items()}
+    h, model, views = _loading_rates_case(26, 8000, 64000)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         sfa = StructuredFactorAnalysis(h, noise_model="diagonal", random_state=26).fit(views)
