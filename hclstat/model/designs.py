@@ -17,6 +17,12 @@ the real-table regimes of issue 13.
 * **independent views** — no latent component at all, isotropic or
   heteroskedastic noise, ``p_m / n`` set by the caller
   (:func:`independent_views_model`): the null of every cross-covariance test.
+* **mixed D1** (issue 14) — D1 with loading scale 0.5 observed through
+  monotone links of its standardised latent columns (:func:`mixed_d1_model`):
+  ``b`` binary (prevalence ``U[0.05, 0.3]`` per column), ``c`` zero-inflated
+  and skewed (half zeros, the rest ``exp`` of the latent value), ``a``
+  continuous; :func:`mixed_d1_all_model` also mixes ``a`` (ternary, 5-level
+  ordinal and continuous columns interleaved).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import numpy as np
 
 from ..hierarchy import Hierarchy
 from ..utils import check_random_state
-from .engine import HierarchicalModel, draw_noise_variances, published_block
+from . import links as _links
+from .engine import HierarchicalModel, MixedModel, draw_noise_variances, published_block
 
 __all__ = [
     "D1_DIMS",
@@ -44,6 +51,9 @@ __all__ = [
     "independent_views_model",
     "large_rank_hierarchy",
     "large_rank_model",
+    "mixed_d1_all_model",
+    "mixed_d1_links",
+    "mixed_d1_model",
     "published_hierarchy",
     "model_from_singular_values",
     "modality_names",
@@ -272,3 +282,61 @@ def independent_views_model(p_over_n, n_samples, *, n_modalities=3, noise=1.0, n
     p = max(1, int(round(p_over_n * n_samples)))
     h = independent_views_hierarchy({m: p for m in modality_names(n_modalities)})
     return HierarchicalModel.random(h, noise=noise, noise_model=noise_model, random_state=random_state)
+
+
+# ------------------------------------------------------------------ issue 14: mixed types
+def _mixed_a_columns(p):
+    """Modality ``a`` of the all-mixed design: columns ``j % 5`` in {0, 1} ternary,
+    2 a 5-level ordinal, {3, 4} continuous (category probabilities drawn, each >= 0.1;
+    5-level ones >= 0.05)."""
+    kinds = (_links.ternary(), _links.ternary(), _links.ordinal(n_levels=5, min_probability=0.05),
+             _links.continuous(), _links.continuous())
+    return [kinds[j % 5] for j in range(p)]
+
+
+def mixed_d1_links(n_mixed="bc", dims=None):
+    """The link specs of the mixed D1 designs (before the per-column draws).
+
+    Parameters
+    ----------
+    n_mixed : str or iterable of str
+        The modalities observed through their mixed link; the others stay
+        continuous (identity). ``b``: ``binary(prevalence=(0.05, 0.3))``;
+        ``c``: ``truncated(zero_fraction=0.5, transform="exp")``; ``a``:
+        ternary, 5-level ordinal and continuous columns (:func:`_mixed_a_columns`).
+    dims : dict, optional
+        Modality widths (default :data:`D1_DIMS`).
+    """
+    dims = _dims(dims, D1_DIMS)
+    names = tuple(dims)
+    mixed = tuple(n_mixed)
+    bad = sorted(set(mixed) - set(names[:3]))
+    if bad or len(set(mixed)) != len(mixed):
+        raise ValueError(f"n_mixed: expected distinct modalities among {names[:3]}, got {n_mixed!r}")
+    a, b, c = names[:3]
+    specs = {b: _links.binary(prevalence=(0.05, 0.3)), c: _links.truncated(zero_fraction=0.5, transform="exp"),
+             a: _mixed_a_columns(dims[a])}
+    return {m: specs[m] for m in mixed}
+
+
+def mixed_d1_model(loading_scale=0.5, *, n_mixed="bc", noise=1.0, rank=1, random_state=None):
+    """The mixed-type D1 design of issue 14, a :class:`MixedModel`.
+
+    :func:`d1_model` (``p = 50/60/70``, i.i.d. ``N(0, s^2)`` loadings with
+    ``s = loading_scale``, isotropic noise ``noise``) observed through the
+    links of :func:`mixed_d1_links`: by default (``n_mixed="bc"``) ``a``
+    continuous, ``b`` binary with prevalence drawn ``U[0.05, 0.3]`` per column,
+    ``c`` zero-inflated with half zeros and ``exp`` of the latent value above
+    the threshold. The loadings are drawn first, then the link parameters,
+    from one ``random_state``.
+    """
+    rng = check_random_state(random_state)
+    model = d1_model(loading_scale, noise, rank=rank, random_state=rng)
+    return MixedModel(model, mixed_d1_links(n_mixed, model.hierarchy.dims), random_state=rng)
+
+
+def mixed_d1_all_model(loading_scale=0.5, *, noise=1.0, rank=1, random_state=None):
+    """The mixed D1 design with all three modalities mixed: ``a`` interleaves
+    ternary, 5-level ordinal and continuous columns, ``b`` binary, ``c``
+    truncated (:func:`mixed_d1_model` with ``n_mixed="abc"``)."""
+    return mixed_d1_model(loading_scale, n_mixed="abc", noise=noise, rank=rank, random_state=random_state)

@@ -6,6 +6,9 @@ For modality ``m``::
 
 with ``z_S`` uncorrelated across structures unless a latent covariance is given
 (which is how non-identifiable counterexamples are built).
+
+:class:`MixedModel` observes such a model through monotone per-column links
+(the latent Gaussian copula of DESIGN §9, links in :mod:`hclstat.model.links`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from scipy.special import expit
 
 from ..hierarchy import Hierarchy, as_structure
 from ..utils import check_random_state
+from .links import MixedLinks
 
-__all__ = ["HierarchicalModel", "LATENT_LAWS", "STUDENT_T_DF", "draw_latent", "draw_noise_variances", "published_block"]
+__all__ = ["HierarchicalModel", "MixedModel", "LATENT_LAWS", "STUDENT_T_DF", "draw_latent", "draw_noise_variances", "published_block"]
 
 LATENT_LAWS = ("gaussian", "laplace", "uniform", "student_t")
 #: degrees of freedom of the Student-t latent law (finite fourth moment)
@@ -369,8 +373,107 @@ class HierarchicalModel:
             eta += latents[s] @ b
         return eta
 
+    def with_links(self, links, *, random_state=None):
+        """This model observed through monotone links: a :class:`MixedModel`."""
+        return MixedModel(self, links, random_state=random_state)
+
     def __repr__(self):
         return f"HierarchicalModel({self.hierarchy!r}, latent={self.latent!r})"
+
+
+class MixedModel:
+    """A hierarchical model observed through monotone links (latent Gaussian copula).
+
+    The latent views are the model's views standardised column by column,
+    ``x*_m = D_m^{-1/2} x_m`` with ``D = diag(Sigma)``, ``Sigma`` the model
+    covariance; observed column ``j`` is ``g_j(x*_j)`` with ``g_j`` its link.
+    The latents ``z_S`` are those of ``model``, so ``model.outcome`` applies to
+    them unchanged.
+
+    Parameters
+    ----------
+    model : HierarchicalModel
+        Gaussian latents, unless every link is the continuous identity.
+    links : MixedLinks or dict
+        Resolved links, or specs expanded by :meth:`MixedLinks.from_specs`
+        (per modality: one link, a list of ``p_m`` links, or ``{column: link}``).
+    random_state : int, Generator or None
+        Draws the free link parameters (prevalences, zero fractions, ...) once.
+    """
+
+    def __init__(self, model, links, *, random_state=None):
+        if not isinstance(model, HierarchicalModel):
+            raise TypeError(f"model: expected a HierarchicalModel, got {type(model).__name__}")
+        h = model.hierarchy
+        if not isinstance(links, MixedLinks):
+            links = MixedLinks.from_specs(links, h.dims, random_state=random_state)
+        links.check_dims(h.dims)
+        if model.latent != "gaussian" and not links.is_identity:
+            raise ValueError(f"model: mixed links need Gaussian latents (the copula is Gaussian), got "
+                             f"latent={model.latent!r}; use latent='gaussian' or continuous identity links")
+        self.model = model
+        self.links = links
+        A = model.stacked_loadings()
+        AP = A if model.latent_covariance is None else A @ model.latent_covariance
+        var = np.sum(AP * A, axis=1) + np.concatenate([model.noise_variances[m] for m in h.modalities])
+        self._sd = np.sqrt(var)
+        sd = {m: self._sd[sl] for m, sl in h.feature_slices().items()}
+        loadings = {s: {m: a / sd[m][:, None] for m, a in blocks.items()} for s, blocks in model.loadings.items()}
+        noise = {m: model.noise_variances[m] / sd[m] ** 2 for m in h.modalities}
+        self._latent_model = HierarchicalModel(h, loadings, noise, latent=model.latent,
+                                               latent_covariance=model.latent_covariance)
+
+    @property
+    def hierarchy(self):
+        return self.model.hierarchy
+
+    @property
+    def types(self):
+        """``{modality: ndarray of str (p_m,)}``: the column type codes for estimation."""
+        return self.links.types
+
+    @property
+    def zratios(self):
+        """``{modality: ndarray (p_m, 2)}``: the true margin parameters (see ``ColumnLink.zratio``)."""
+        return self.links.zratios
+
+    def latent_sd(self):
+        """Standard deviations ``sqrt(diag Sigma)`` of the model's stacked columns, shape (p,)."""
+        return self._sd.copy()
+
+    def latent_correlation(self):
+        """Exact correlation ``D^{-1/2} Sigma D^{-1/2}`` of the stacked latent ``x*``, shape (p, p)."""
+        cov = self.model.covariance()
+        corr = cov / np.outer(self._sd, self._sd)
+        corr[np.diag_indices_from(corr)] = 1.0
+        return corr
+
+    def latent_model(self):
+        """The model on the correlation scale: loadings ``D^{-1/2} A``, noise ``D^{-1} Psi``
+        (its covariance is :meth:`latent_correlation`)."""
+        return self._latent_model
+
+    def observe(self, latent_views):
+        """Observed mixed views from standardised latent views ``{m: (n, p_m)}``."""
+        return self.links.apply(latent_views)
+
+    def sample(self, n, random_state=None, *, return_latent_views=False):
+        """Draw ``n`` rows.
+
+        Returns
+        -------
+        views : dict of str to ndarray of shape (n, p_m)
+            Observed mixed columns (float64; binary 0/1, ordinal levels 0..K-1).
+        latents : dict of frozenset to ndarray of shape (n, k_S)
+        latent_views : dict of str to ndarray of shape (n, p_m)
+            Only with ``return_latent_views=True``: the standardised latent ``x*``.
+        """
+        latent_views, latents = self._latent_model.sample(n, random_state)
+        views = self.links.apply(latent_views)
+        return (views, latents, latent_views) if return_latent_views else (views, latents)
+
+    def __repr__(self):
+        return f"MixedModel({self.hierarchy!r}, {self.links!r})"
 
 
 def _check_n(n):
