@@ -19,9 +19,10 @@ factors with structure ``S``.
 
 Peers:
 
-* ``mofa``: MOFA+ (``mofapy2``), Gaussian likelihoods, default priors (ARD on
-  the weights per view and factor, spike-and-slab on the weights), default
-  "fast" convergence mode, views not rescaled.
+* ``mofa``: MOFA+ (``mofapy2``), Gaussian likelihoods by default (per-view
+  ``"bernoulli"`` or ``"poisson"`` on request, ``likelihoods=``), default
+  priors (ARD on the weights per view and factor, spike-and-slab on the
+  weights), default "fast" convergence mode, views not rescaled.
 * ``gfa``: group factor analysis, ``cca_zoo.probabilistic.GFA`` (a NumPy port
   of the R package CCAGFA: variational Bayes with per-view ARD and an isotropic
   noise per view; needs neither JAX nor NumPyro).
@@ -45,7 +46,7 @@ import numpy as np
 
 from hclstat.hierarchy import Hierarchy
 
-__all__ = ["PeerFit", "PEERS", "available", "fit_mofa", "fit_gfa", "fit_ajive", "derive_pattern", "pattern_from_r2",
+__all__ = ["PeerFit", "PEERS", "MOFA_LIKELIHOODS", "available", "fit_mofa", "mofa_likelihoods", "fit_gfa", "fit_ajive", "derive_pattern", "pattern_from_r2",
            "variance_explained"]
 
 
@@ -94,10 +95,54 @@ def variance_explained(views, Z, W):
     return r2
 
 
-def fit_mofa(views, *, n_factors=15, max_iter=1000, seed=0):
-    """Fit MOFA+ with its default priors; everything it prints is swallowed."""
+#: the per-view likelihoods mofapy2 offers
+MOFA_LIKELIHOODS = ("gaussian", "bernoulli", "poisson")
+
+
+def mofa_likelihoods(views, likelihoods=None):
+    """One mofapy2 likelihood per view, checked against the data.
+
+    ``None`` (default): Gaussian everywhere; a string: that likelihood for every
+    view; a dict ``{modality: likelihood}``: the views it leaves out Gaussian.
+    ``"bernoulli"`` views must hold only 0 and 1, ``"poisson"`` views
+    non-negative integers (NaN allowed: MOFA+ treats it as missing).
+    """
+    mods = list(views)
+    if likelihoods is None:
+        likelihoods = "gaussian"
+    if isinstance(likelihoods, str):
+        likelihoods = dict.fromkeys(mods, likelihoods)
+    if not hasattr(likelihoods, "items"):
+        raise TypeError(f"likelihoods: expected None, a string or a dict modality -> likelihood, "
+                        f"got {type(likelihoods).__name__}")
+    unknown = sorted(set(likelihoods) - set(mods))
+    if unknown:
+        raise ValueError(f"likelihoods: unknown modalities {unknown}; the views are {mods}")
+    out = []
+    for m in mods:
+        lik = likelihoods.get(m, "gaussian")
+        if lik not in MOFA_LIKELIHOODS:
+            raise ValueError(f"likelihoods[{m!r}]: expected one of {MOFA_LIKELIHOODS}, got {lik!r}")
+        x = np.asarray(views[m], dtype=np.float64)
+        x = x[~np.isnan(x)]
+        if lik == "bernoulli" and not np.all((x == 0) | (x == 1)):
+            raise ValueError(f"likelihoods[{m!r}]: a 'bernoulli' view must hold only 0 and 1")
+        if lik == "poisson" and not np.all((x >= 0) & (x == np.floor(x))):
+            raise ValueError(f"likelihoods[{m!r}]: a 'poisson' view must hold non-negative integers")
+        out.append(lik)
+    return out
+
+
+def fit_mofa(views, *, n_factors=15, max_iter=1000, seed=0, likelihoods=None):
+    """Fit MOFA+ with its default priors; everything it prints is swallowed.
+
+    ``likelihoods``: per-view likelihoods (:func:`mofa_likelihoods`; default
+    Gaussian everywhere). For a non-Gaussian view MOFA+ fits on its
+    pseudo-data, and ``r2`` is MOFA+'s variance explained of that pseudo-data.
+    """
     from mofapy2.run.entry_point import entry_point
 
+    liks = mofa_likelihoods(views, likelihoods)
     mods = list(views)
     sink = io.StringIO()
     try:
@@ -107,7 +152,7 @@ def fit_mofa(views, *, n_factors=15, max_iter=1000, seed=0):
             ent.set_data_options(scale_views=False)
             ent.set_data_matrix(
                 [[np.asarray(views[m], dtype=np.float64)] for m in mods],
-                likelihoods=["gaussian"] * len(mods),
+                likelihoods=liks,
                 views_names=mods,
             )
             ent.set_model_options(factors=n_factors, spikeslab_weights=True, ard_weights=True)
@@ -122,7 +167,8 @@ def fit_mofa(views, *, n_factors=15, max_iter=1000, seed=0):
     r2 = np.asarray(model.calculate_variance_explained()[0], dtype=np.float64)
     n_iter = len(model.getTrainingStats()["number_factors"])
     return PeerFit(Z=Z, W=W, r2=r2, n_iter=n_iter, converged=n_iter < max_iter,
-                   info={"n_factors_start": n_factors})
+                   info={"n_factors_start": n_factors, "likelihoods": dict(zip(mods, liks)),
+                         "y_nodes": {m: type(y).__name__ for m, y in zip(mods, model.nodes["Y"].getNodes())}})
 
 
 def fit_gfa(views, *, n_components=15, max_iter=10000, seed=0):

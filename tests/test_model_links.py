@@ -287,3 +287,41 @@ def test_non_gaussian_latents_need_identity_links():
         MixedModel(model, {"a": binary(0.3)})
     views, _ = MixedModel(model, {"a": continuous()}).sample(10, random_state=0)
     assert views["a"].shape == (10, 4)
+
+
+# ------------------------------------------------ the MOFA+ peer on mixed views
+def _peers():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("mofapy2")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+    spec = importlib.util.spec_from_file_location("_bench_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mofa_peer_takes_per_view_likelihoods():
+    peers = _peers()
+    h = Hierarchy({"a": 6, "b": 8, "c": 5}, {("a", "b", "c"): 1, "a": 1})
+    mixed = MixedModel(HierarchicalModel.random(h, loading_scale=1.0, random_state=0),
+                       {"b": binary(0.3), "c": count(mean=2.0)})
+    views, _ = mixed.sample(150, random_state=1)
+    fit = peers.fit_mofa(views, n_factors=3, max_iter=30, likelihoods={"b": "bernoulli", "c": "poisson"})
+    assert fit.info["likelihoods"] == {"a": "gaussian", "b": "bernoulli", "c": "poisson"}
+    # the likelihoods reached mofapy2's model: its observation nodes
+    assert fit.info["y_nodes"] == {"a": "Y_Node", "b": "Bernoulli_PseudoY_Jaakkola", "c": "Poisson_PseudoY"}
+    assert fit.r2.shape == (3, 3) and fit.W["b"].shape == (8, 3)
+    assert set(peers.fit_mofa(views, n_factors=2, max_iter=5).info["y_nodes"].values()) == {"Y_Node"}
+    assert peers.mofa_likelihoods(views) == ["gaussian"] * 3
+    with pytest.raises(ValueError, match=r"likelihoods\['a'\]: a 'poisson' view must hold non-negative integers"):
+        peers.mofa_likelihoods(views, "poisson")
+    with pytest.raises(ValueError, match=r"likelihoods\['a'\]: a 'bernoulli' view must hold only 0 and 1"):
+        peers.mofa_likelihoods(views, {"a": "bernoulli"})
+    with pytest.raises(ValueError, match=r"likelihoods\['b'\]: expected one of \('gaussian', 'bernoulli'"):
+        peers.mofa_likelihoods(views, {"b": "binomial"})
+    with pytest.raises(ValueError, match=r"likelihoods: unknown modalities \['z'\]"):
+        peers.mofa_likelihoods(views, {"z": "poisson"})
