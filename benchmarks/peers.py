@@ -46,7 +46,8 @@ import numpy as np
 
 from hclstat.hierarchy import Hierarchy
 
-__all__ = ["PeerFit", "PEERS", "MOFA_LIKELIHOODS", "available", "fit_mofa", "mofa_likelihoods", "fit_gfa", "fit_ajive", "derive_pattern", "pattern_from_r2",
+__all__ = ["PeerFit", "PEERS", "MOFA_LIKELIHOODS", "available", "fit_mofa", "mofa_likelihoods",
+           "fit_gfa", "fit_ajive", "derive_pattern", "pattern_from_r2",
            "variance_explained"]
 
 

@@ -34,6 +34,17 @@ from .engine import (
     draw_noise_variances,
     published_block,
 )
-from .links import LINK_KINDS, TYPE_CODES, ColumnLink, MixedLinks, binary, continuous, count, ordinal, ternary, truncated
+from .links import (
+    LINK_KINDS,
+    TYPE_CODES,
+    ColumnLink,
+    MixedLinks,
+    binary,
+    continuous,
+    count,
+    ordinal,
+    ternary,
+    truncated,
+)
 
 __all__ = engine.__all__ + designs.__all__ + links.__all__

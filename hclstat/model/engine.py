@@ -22,7 +22,8 @@ from ..hierarchy import Hierarchy, as_structure
 from ..utils import check_random_state
 from .links import MixedLinks
 
-__all__ = ["HierarchicalModel", "MixedModel", "LATENT_LAWS", "STUDENT_T_DF", "draw_latent", "draw_noise_variances", "published_block"]
+__all__ = ["HierarchicalModel", "MixedModel", "LATENT_LAWS", "STUDENT_T_DF", "draw_latent", "draw_noise_variances",
+           "published_block"]
 
 LATENT_LAWS = ("gaussian", "laplace", "uniform", "student_t")
 #: degrees of freedom of the Student-t latent law (finite fourth moment)

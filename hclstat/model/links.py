@@ -63,6 +63,8 @@ def _is_number(x):
 
 def _unit_value(name, value, *, kind):
     """A probability in (0, 1) or a range ``(lo, hi)`` inside (0, 1)."""
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.ndim == 0 else tuple(value.tolist())
     if _is_number(value):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{kind}: {name} must lie in (0, 1), got {value!r}")
