@@ -197,7 +197,7 @@ def test_mixed_d1_designs():
     assert_allclose(default.model.stacked_loadings(), ref.stacked_loadings(), rtol=0)
     everything = mixed_d1_all_model(random_state=0)
     kinds, counts = np.unique(everything.types["a"], return_counts=True)
-    assert dict(zip(kinds, counts)) == {"continuous": 20, "ordinal": 10, "ternary": 20}
+    assert dict(zip(kinds, counts)) == {"continuous": 30, "ternary": 20}
     assert mixed_d1_model(random_state=0, n_mixed="").links.is_identity
     assert set(mixed_d1_links("c")) == {"c"}
 

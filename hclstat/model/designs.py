@@ -286,10 +286,12 @@ def independent_views_model(p_over_n, n_samples, *, n_modalities=3, noise=1.0, n
 
 # ------------------------------------------------------------------ issue 14: mixed types
 def _mixed_a_columns(p):
-    """Modality ``a`` of the all-mixed design: columns ``j % 5`` in {0, 1} ternary,
-    2 a 5-level ordinal, {3, 4} continuous (category probabilities drawn, each >= 0.1;
-    5-level ones >= 0.05)."""
-    kinds = (_links.ternary(), _links.ternary(), _links.ordinal(n_levels=5, min_probability=0.05),
+    """Modality ``a`` of the all-mixed design: columns ``j % 5`` in {0, 1} ternary
+    (category probabilities drawn, each >= 0.1), 2 continuous through ``exp``,
+    {3, 4} continuous (identity). Only types the copula moments have a bridge
+    for (:mod:`hclstat.moments.bridges`); ordinal columns with more levels are
+    not among them."""
+    kinds = (_links.ternary(), _links.ternary(), _links.continuous("exp"),
              _links.continuous(), _links.continuous())
     return [kinds[j % 5] for j in range(p)]
 
@@ -303,7 +305,7 @@ def mixed_d1_links(n_mixed="bc", dims=None):
         The modalities observed through their mixed link; the others stay
         continuous (identity). ``b``: ``binary(prevalence=(0.05, 0.3))``;
         ``c``: ``truncated(zero_fraction=0.5, transform="exp")``; ``a``:
-        ternary, 5-level ordinal and continuous columns (:func:`_mixed_a_columns`).
+        ternary and continuous columns (:func:`_mixed_a_columns`).
     dims : dict, optional
         Modality widths (default :data:`D1_DIMS`).
     """
@@ -337,6 +339,6 @@ def mixed_d1_model(loading_scale=0.5, *, n_mixed="bc", noise=1.0, rank=1, random
 
 def mixed_d1_all_model(loading_scale=0.5, *, noise=1.0, rank=1, random_state=None):
     """The mixed D1 design with all three modalities mixed: ``a`` interleaves
-    ternary, 5-level ordinal and continuous columns, ``b`` binary, ``c``
+    ternary and continuous (identity and ``exp``) columns, ``b`` binary, ``c``
     truncated (:func:`mixed_d1_model` with ``n_mixed="abc"``)."""
     return mixed_d1_model(loading_scale, n_mixed="abc", noise=noise, rank=rank, random_state=random_state)
