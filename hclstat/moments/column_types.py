@@ -232,8 +232,8 @@ def _checked_types(types, names, info, truncated_min_fraction=0.05):
         why = _mismatch(out[j], n_levels[j], at_min[j])
         if why is not None:
             raise ValueError(
-                f"types: {_column(j, names)} is typed {out[j]!r} but {why}; "
-                f"type it {inferred[j]!r} (what its data show) or 'auto'"
+                f"types: {_column(j, names)} is typed {str(out[j])!r} but {why}; "
+                f"type it {str(inferred[j])!r} (what its data show) or 'auto'"
             )
     _warn_few_distinct(out, n_levels, names, stacklevel=4)
     return out
