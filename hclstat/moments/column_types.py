@@ -41,7 +41,9 @@ def _as_matrix(x, names):
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"x: expected a numeric array of shape (n_samples, n_columns), got {type(x).__name__} ({err})") from None
+        raise TypeError(
+            f"x: expected a numeric array of shape (n_samples, n_columns), got {type(x).__name__} ({err})"
+        ) from None
     if arr.ndim != 2:
         raise ValueError(f"x: expected a 2-D array of shape (n_samples, n_columns), got {arr.ndim} dimension(s)")
     if names is not None:
@@ -50,7 +52,9 @@ def _as_matrix(x, names):
             raise ValueError(f"names: expected {arr.shape[1]} names (one per column of x), got {len(names)}")
     bad = np.flatnonzero(np.isinf(arr).any(axis=0))
     if bad.size:
-        raise ValueError(f"x: {_column(bad[0], names)} has infinite entries; replace them by NaN (missing) or finite values")
+        raise ValueError(
+            f"x: {_column(bad[0], names)} has infinite entries; replace them by NaN (missing) or finite values"
+        )
     return arr, names
 
 
@@ -182,7 +186,8 @@ def _mismatch(t, d, at_min):
     if t == "ternary" and d != 3:
         return f"has {d} distinct observed values, and a ternary column needs exactly 3"
     if t in ("truncated", "continuous") and d <= 3:
-        return f"has only {d} distinct observed values, which the {'binary' if d == 2 else 'ternary'} type describes exactly"
+        exact = "binary" if d == 2 else "ternary"
+        return f"has only {d} distinct observed values, which the {exact} type describes exactly"
     if t == "truncated" and at_min < 2:
         return "has a single observed row at its minimum (no point mass there)"
     return None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.kendall import column_order, kendall_numerators, midrank_products, midranks_from_order
-from .column_types import _as_matrix, _checked_types, check_types
+from .column_types import _as_matrix, _checked_types
 
 __all__ = ["midranks", "pair_statistics", "rank_scores"]
 
@@ -56,7 +56,7 @@ def rank_scores(x, types=None, *, names=None):
 
     ``psi_j(x_ij) = (R_ij - (n_j + 1) / 2) / n_j`` with ``R`` the mid-ranks over
     column ``j``'s ``n_j`` observed rows (NaN where missing); it is the same for
-    every type (``types``, when given, is only validated with :func:`check_types`).
+    every type (``types``, when given, is only validated as in ``check_types``).
 
     On complete data (``n`` rows), for a binary column ``b`` and any column ``y``,
     ``tau_a(b, y) = 8 / (n - 1) * sum_i psi_b(b_i) psi_y(y_i)`` exactly, and for two
@@ -67,10 +67,11 @@ def rank_scores(x, types=None, *, names=None):
     ndarray of shape (n_samples, n_columns), float64
     """
     arr, names = _as_matrix(x, names)
+    info = column_order(arr)
+    order, dense, n_obs, _ = info
     if types is not None:
-        check_types(types, arr, names=names)
-    n_obs = (~np.isnan(arr)).sum(axis=0)
-    return (midranks(arr) - 0.5 * (n_obs + 1)) / n_obs
+        _checked_types(types, names, info)
+    return (midranks_from_order(order, dense, n_obs).T - 0.5 * (n_obs + 1)) / n_obs
 
 
 def _pair_classes(types, continuous):
@@ -176,7 +177,8 @@ def pair_statistics(x, types=None, *, continuous="spearman", names=None):
         # the tree runs over the side with fewer levels: O(n log m) with m small for ternary
         swap = n_levels[second] > n_levels[first]
         first, second = np.where(swap, second, first), np.where(swap, first, second)
-        numerators, m = kendall_numerators(order, dense, n_obs, n_levels, first.astype(np.int64), second.astype(np.int64))
+        first, second = first.astype(np.int64), second.astype(np.int64)
+        numerators, m = kendall_numerators(order, dense, n_obs, n_levels, first, second)
         with np.errstate(invalid="ignore", divide="ignore"):
             values[kendall] = numerators / (0.5 * m * (m - 1.0))
         pair_rows[kendall] = m
