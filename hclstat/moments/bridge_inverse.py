@@ -16,8 +16,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from statsmodels.stats.correlation_tools import corr_clipped, corr_nearest
+from statsmodels.tools.sm_exceptions import IterationLimitWarning
 
 from .bridges import TYPES, bridge, margins, spearman_inverse, type_code
 
@@ -27,6 +30,8 @@ __all__ = ["R_EDGE", "invert_bridge", "latent_correlation", "nearest_correlation
 R_EDGE = 0.999
 #: Illinois iterations before giving up (the bracket halves at worst every other step)
 _MAX_ITER = 200
+#: a statistic this close to F(+/-R_EDGE) counts as at the edge (the bridge is flat there to rounding)
+_AT_EDGE = 1e-12
 
 
 def invert_bridge(tau, type_j, type_k, zr_j=(np.nan, np.nan), zr_k=(np.nan, np.nan), *, tol=1e-8):
@@ -67,7 +72,7 @@ def invert_bridge(tau, type_j, type_k, zr_j=(np.nan, np.nan), zr_k=(np.nan, np.n
     every = np.arange(m)
     lo, hi = np.full(m, -R_EDGE), np.full(m, R_EDGE)
     g_lo, g_hi = g(every, lo), g(every, hi)
-    low, high = g_lo >= 0.0, g_hi <= 0.0
+    low, high = g_lo >= -_AT_EDGE, g_hi <= _AT_EDGE
     r_out[low], r_out[high] = -R_EDGE, R_EDGE
     clipped[low | high] = True
     if cj == ck == 0:  # closed form
@@ -173,7 +178,7 @@ def latent_correlation(stat, types, zratios, *, continuous="spearman", tol=1e-8)
 
 
 def nearest_correlation(R, *, floor=1e-6):
-    """Nearest correlation matrix whose eigenvalues are at least about ``floor``.
+    """Nearest correlation matrix whose eigenvalues are at least ``floor`` (to a relative 1e-6).
 
     Higham's alternating projections (:func:`statsmodels.stats.correlation_tools.corr_nearest`,
     eigenvalue threshold ``floor``); its last step resets the diagonal to one, which
@@ -198,8 +203,12 @@ def nearest_correlation(R, *, floor=1e-6):
     R = 0.5 * (R + R.T)
     if np.linalg.eigvalsh(R)[0] >= floor:
         return R.copy(), 0.0
-    out = corr_nearest(R, threshold=floor, n_fact=100)
-    if np.linalg.eigvalsh(out)[0] < floor:
+    with warnings.catch_warnings():
+        # its stopping rule wants the clipped eigenvalue strictly above the threshold, which
+        # the unit-diagonal step keeps a hair (relative 1e-9) below: the limit warning is moot
+        warnings.simplefilter("ignore", IterationLimitWarning)
+        out = corr_nearest(R, threshold=floor, n_fact=100)
+    if np.linalg.eigvalsh(out)[0] < (1.0 - 1e-6) * floor:
         out = corr_clipped(out, threshold=floor)
     out = 0.5 * (out + out.T)
     np.fill_diagonal(out, 1.0)

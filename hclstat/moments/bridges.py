@@ -34,12 +34,16 @@ from scipy.special import ndtr, ndtri
 
 from .mvn import bvn_cdf, mvn_cdf
 
-__all__ = ["TYPES", "bridge", "bridge_slope_at_zero", "spearman_bridge", "spearman_inverse", "tau_bound"]
+__all__ = ["TYPES", "bridge", "bridge_slope_at_zero", "spearman_bridge", "spearman_inverse", "tau_bound",
+           "tau_range"]
 
 #: the observed column types, by code (latentcor's 0 con, 1 bin, 2 tru, 3 ter)
 TYPES = ("continuous", "binary", "truncated", "ternary")
 _CODE = {name: code for code, name in enumerate(TYPES)}
 _S2 = np.sqrt(0.5)
+#: the pairs whose bridge needs mvn_cdf, and the |r| they are evaluated at most
+_VIA_MVN = {(2, 0), (2, 1), (2, 2), (3, 0), (3, 2)}
+_R_MVN = 1.0 - 1e-12
 
 
 def type_code(name, where="type"):
@@ -165,12 +169,21 @@ def bridge(type_j, type_k, r, zr_j=(np.nan, np.nan), zr_k=(np.nan, np.nan)):
         bad |= np.isnan(z2[0]) | ((c2 == 3) & np.isnan(z2[1]))
     out = np.full(r.shape, np.nan)
     if (~bad).any():
-        out[~bad] = _tau_of_codes(c1, c2, r[~bad], z1[:, ~bad], z2[:, ~bad])
+        # at |r| = 1 some matrices lose two ranks, outside what mvn_cdf integrates accurately
+        rr = np.clip(r[~bad], -_R_MVN, _R_MVN) if (c1, c2) in _VIA_MVN else r[~bad]
+        out[~bad] = _tau_of_codes(c1, c2, rr, z1[:, ~bad], z2[:, ~bad])
     return out
 
 
 def tau_bound(type_j, type_k, zr_j=(np.nan, np.nan), zr_k=(np.nan, np.nan)):
-    """Largest attainable ``|tau_a|`` of a type pair with these margins (latentcor's ``bound_XX``).
+    """latentcor's ``bound_XX``: an upper bound of ``tau_a`` for a type pair with these margins.
+
+    Measured against :func:`tau_range`: it is the largest attainable ``|tau_a|``
+    for continuous-binary, truncated-continuous, -binary, -truncated and
+    ternary-continuous pairs; only the upper end ``F(1)`` for binary-binary
+    (``|F(-1)|`` can exceed it); not attained for ternary-binary, -truncated and
+    -ternary pairs (up to 0.2 above ``max(F(1), -F(-1))``). For the exact
+    attainable range use :func:`tau_range`.
 
     Returns
     -------
@@ -195,6 +208,14 @@ def tau_bound(type_j, type_k, zr_j=(np.nan, np.nan), zr_k=(np.nan, np.nan)):
         (3, 3): 2.0 * np.minimum(ter1, ter2),
     }
     return table[(c1, c2)]
+
+
+def tau_range(type_j, type_k, zr_j=(np.nan, np.nan), zr_k=(np.nan, np.nan)):
+    """The attainable ``(F(-1), F(1))`` of a type pair, each of shape (m,) (bridges at singular matrices)."""
+    zj, zk = np.asarray(zr_j, dtype=float).reshape(2, -1), np.asarray(zr_k, dtype=float).reshape(2, -1)
+    m = max(zj.shape[1], zk.shape[1])
+    zj, zk = np.broadcast_to(zj, (2, m)), np.broadcast_to(zk, (2, m))
+    return bridge(type_j, type_k, np.full(m, -1.0), zj, zk), bridge(type_j, type_k, np.ones(m), zj, zk)
 
 
 def spearman_bridge(r):

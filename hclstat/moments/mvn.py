@@ -160,8 +160,10 @@ def mvn_cdf(upper, corr):
     upper : array_like of shape (..., d)
         Upper limits (may be infinite).
     corr : array_like of shape (..., d, d)
-        Correlation matrices (positive semi-definite, unit diagonal); the batch
-        shapes of ``upper`` and ``corr`` broadcast.
+        Correlation matrices (unit diagonal); the batch shapes of ``upper`` and
+        ``corr`` broadcast. Positive definite, or singular with some coordinate
+        whose removal leaves a positive definite matrix (rank d - 1); a matrix of
+        rank d - 2 or less is outside the method (inaccurate).
 
     Returns
     -------
