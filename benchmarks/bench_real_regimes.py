@@ -266,14 +266,17 @@ def run_task(task):
     raise ValueError(f"task kind: expected one of {SECTIONS}, got {kind!r}")
 
 
-def serve(conn):
-    """The worker loop: receive a task, send back its record (an error is a record too)."""
+def serve(conn, run=None):
+    """The worker loop: receive a task, send back its record (an error is a record too).
+
+    ``run`` executes one task (default :func:`run_task`)."""
+    run = run_task if run is None else run
     while True:
         task = conn.recv()
         if task is None:
             return
         try:
-            rec = {"status": "ok", **run_task(task)}
+            rec = {"status": "ok", **run(task)}
         except Exception as exc:  # a fit that raises is a result of the benchmark, not its failure
             rec = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:400],
                    "traceback_tail": traceback.format_exc().strip().splitlines()[-3:]}
@@ -284,14 +287,17 @@ def serve(conn):
 class Worker:
     """A persistent worker process; a task over its budget kills and restarts it."""
 
-    def __init__(self):
+    def __init__(self, target=None):
+        """``target``: the worker loop (default :func:`serve`; another benchmark passes its own,
+        which must answer ``{"kind": "warmup"}``)."""
         self.ctx = mp.get_context("spawn")
+        self.target = serve if target is None else target
         self.proc = None
         self._start()
 
     def _start(self):
         self.conn, child = self.ctx.Pipe()
-        self.proc = self.ctx.Process(target=serve, args=(child,), daemon=True)
+        self.proc = self.ctx.Process(target=self.target, args=(child,), daemon=True)
         self.proc.start()
         child.close()
         self.run({"kind": "warmup"}, budget=600, warm=False)

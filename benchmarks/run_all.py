@@ -10,7 +10,10 @@ benchmark last.
 5. ``bench_threads.py``      one BLAS thread vs the machine's, per stage (quick grid unless ``--full``)
 6. ``bench_real_regimes.py`` issue 13's figures: null calibration, missing entries, absent modalities,
    p >> n, weak specific factors, large ranks vs MOFA+ (its full mode in the default run)
-7. any other ``bench_*.py`` in this directory, in name order (``--quick`` passed in the
+7. ``bench_mixed.py``        issue 14's figures: mixed-type patterns (copula vs Pearson vs MOFA+ with a
+   Bernoulli likelihood), loading-error rates, the latent-correlation pass vs X^T X and latentcor,
+   calibration on mixed null data (its full mode in the default run)
+8. any other ``bench_*.py`` in this directory, in name order (``--quick`` passed in the
    quick and default modes; such a script writes where it chooses)
 
 Modes:
@@ -73,6 +76,11 @@ KNOWN = {
         "full": ["--out", "{out}"],
     },
     "bench_real_regimes.py": {
+        "quick": ["--quick", "--out", "{out}"],
+        "default": ["--out", "{out}"],
+        "full": ["--out", "{out}"],
+    },
+    "bench_mixed.py": {
         "quick": ["--quick", "--out", "{out}"],
         "default": ["--out", "{out}"],
         "full": ["--out", "{out}"],

@@ -537,7 +537,7 @@ def test_sklearn_params_round_trip(d1, d1_fit):
     params = est.get_params()
     assert params["hierarchy"] is d1 and params["max_iter"] == 50 and params["noise_model"] == "isotropic"
     assert set(params) == {
-        "hierarchy", "max_rank", "max_components", "noise_model", "penalty", "selection", "gamma", "lambdas",
+        "hierarchy", "max_rank", "types", "max_components", "noise_model", "penalty", "selection", "gamma", "lambdas",
         "n_permutations", "permutation_rows", "alpha", "max_iter", "tol", "random_state", "verbose",
     }
     assert est.set_params(max_iter=20, tol=1e-6) is est

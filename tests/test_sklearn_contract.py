@@ -192,7 +192,8 @@ def test_feature_names_follow_the_component_order(small, small_fit):
     for j, name in enumerate(names):
         s = frozenset(name[1:name.index("}")].split(","))
         k = int(name.rsplit("_", 1)[1])
-        assert_allclose(Z[:, j], dict_scores[s][:, k], rtol=1e-9, atol=1e-12)
+        # two fits (adapter, views) that agree to the solver's tolerance (tol=1e-7 on the objective)
+        assert_allclose(Z[:, j], dict_scores[s][:, k], rtol=1e-6, atol=1e-9)
 
 
 # ------------------------------------------------------------------ the adapter

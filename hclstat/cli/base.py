@@ -161,6 +161,35 @@ def parse_preprocessing(items, modalities):
     return out
 
 
+#: ``--type`` values
+COLUMN_TYPES = ("auto", "continuous", "binary", "ternary", "truncated")
+
+
+def parse_types(items, modalities):
+    """``["codes=binary", "auto"]`` -> ``HCL(types=...)``: None, one type for all, or a dict per modality."""
+    if not items:
+        return None
+    everywhere, out = None, {}
+    for item in items:
+        name, sep, kind = item.rpartition("=")
+        name, kind = name.strip(), kind.strip()
+        if kind not in COLUMN_TYPES:
+            raise UsageError(f"--type: expected [NAME=]TYPE with TYPE one of {list(COLUMN_TYPES)}, got {item!r}")
+        if not sep:
+            if everywhere is not None:
+                raise UsageError(f"--type: a type for every modality is given twice ({everywhere!r}, {kind!r})")
+            everywhere = kind
+            continue
+        if name not in modalities:
+            raise UsageError(f"--type: unknown modality {name!r}; the --view modalities are {list(modalities)}")
+        if name in out:
+            raise UsageError(f"--type: modality {name!r} is given twice")
+        out[name] = kind
+    if not out:
+        return everywhere
+    return {m: out.get(m, everywhere or "auto") for m in modalities}
+
+
 # ----------------------------------------------------------- option groups
 def add_common(p):
     p.add_argument("-q", "--quiet", action="store_true",
@@ -189,6 +218,11 @@ def add_estimator(p, *, pattern=True):
                             "sfa: structured factor analysis (needs --hierarchy)")
     g.add_argument("--max-rank", type=positive_int, metavar="K",
                    help="largest rank considered per structure; at most the columns of every modality")
+    g.add_argument("--type", action="append", metavar="[NAME=]TYPE", dest="types",
+                   help="column types of mixed data (latent Gaussian copula): auto, continuous, binary, ternary "
+                        "or truncated, for modality NAME (NAME=TYPE) or for every modality (TYPE); repeatable; "
+                        "auto infers each column's type and the summary reports it. Without --type every "
+                        "column is linear-Gaussian (HCL only)")
     g.add_argument("--noise-model", choices=("diagonal", "isotropic"), default="diagonal",
                    help="noise covariance per modality (default: diagonal)")
     g.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: 0)")

@@ -12,7 +12,7 @@ import json
 import time
 
 from .._version import __version__
-from .base import CLIError, UsageError, parse_preprocessing, parse_views
+from .base import CLIError, UsageError, parse_preprocessing, parse_types, parse_views
 
 
 def import_attr(module, attr, what):
@@ -58,7 +58,8 @@ def make_estimator(args, hierarchy=None):
                           "the StructuredFactorAnalysis estimator is")
         return construct(SFA, hierarchy=hierarchy, **common)
     HCL = import_attr("hclstat.estimators.hcl", "HCL", "the HCL estimator is")
-    return construct(HCL, hierarchy=hierarchy, max_rank=args.max_rank, **common)
+    types = parse_types(getattr(args, "types", None), [v.partition("=")[0].strip() for v in getattr(args, "view", None) or []])
+    return construct(HCL, hierarchy=hierarchy, max_rank=args.max_rank, types=types, **common)
 
 
 def check_estimator_args(args):
@@ -68,6 +69,8 @@ def check_estimator_args(args):
             raise UsageError("--estimator sfa needs --hierarchy (structured factor analysis fits a given pattern)")
         if args.max_rank is not None:
             raise UsageError("--max-rank applies to HCL only; --estimator sfa takes the ranks from --hierarchy")
+        if getattr(args, "types", None):
+            raise UsageError("--type applies to HCL only (structured factor analysis is linear-Gaussian)")
 
 
 def load_data(args, console, step, *, chunked=False):
@@ -147,6 +150,9 @@ def write_fit_outputs(tmp, estimator, scores, data, args, *, extra_summary=""):
     data.missingness.to_csv(tmp / "missingness.csv")
     write_json(tmp / "data_report.json", data.to_dict())
     summary = results.summary() + "\n\n" + data.report() + "\n"
+    types = getattr(estimator, "types_", None)
+    if types:
+        summary += "\n" + write_column_types(tmp, estimator) + "\n"
     if extra_summary:
         summary += "\n" + extra_summary + "\n"
     (tmp / "summary.txt").write_text(summary)
@@ -156,6 +162,20 @@ def write_fit_outputs(tmp, estimator, scores, data, args, *, extra_summary=""):
         write_figures(results, tmp / "figures", top=args.top)
     write_json(tmp / RUN_FILE, run_record(args.command, args.argv, args, estimator))
     return summary
+
+
+def write_column_types(tmp, estimator):
+    """``column_types.csv`` (modality, feature, type) of a copula fit; returns its summary lines."""
+    import pandas as pd
+
+    rows, lines = [], ["column types (latent Gaussian copula; --type auto infers them):"]
+    for m, kinds in estimator.types_.items():
+        names = (estimator.feature_names_ or {}).get(m) or [f"x{j}" for j in range(len(kinds))]
+        rows += [{"modality": m, "feature": f, "type": k} for f, k in zip(names, kinds)]
+        counts = pd.Series(list(kinds)).value_counts()
+        lines.append(f"  {m}: " + ", ".join(f"{c} {k}" for k, c in counts.items()))
+    pd.DataFrame(rows).to_csv(tmp / "column_types.csv", index=False)
+    return "\n".join(lines)
 
 
 def fit_estimator(estimator, views, console):

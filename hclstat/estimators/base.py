@@ -359,7 +359,23 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         mods = self.hierarchy_.modalities
         mu = np.concatenate([self.means_[m] for m in mods])
         psi = np.concatenate([self.noise_variances_[m] for m in mods])
+        margins = getattr(self, "copula_margins_", None)
+        if margins is not None:
+            psi = psi + margins.lost  # the latent variance a category does not carry
         return mu, self.stacked_loadings(), psi
+
+    def _model_rows(self, views):
+        """Stacked rows in the space the Gaussian model describes (NaN kept).
+
+        The features themselves; for a latent-copula fit (``copula_margins_``)
+        the conditional means of the latent coordinates given the observed
+        values, from the training margins.
+        """
+        X = self._stack_views(views)
+        margins = getattr(self, "copula_margins_", None)
+        if margins is None:
+            return X
+        return margins.latent_scores(X)
 
     def transform(self, views):
         """Component scores ``{structure: ndarray (n, k_S)}``.
@@ -374,8 +390,7 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         modalities it has gets 0, its prior mean.
         """
         check_is_fitted(self, "loadings_")
-        X = self._stack_views(views)
-        Z = posterior_scores(X, *self._stacked_model())
+        Z = posterior_scores(self._model_rows(views), *self._stacked_model())
         return {s: np.ascontiguousarray(Z[:, sl]) for s, sl in self.hierarchy_.component_slices().items()}
 
     def fit_transform(self, views, y=None):
@@ -420,7 +435,7 @@ class BaseHierarchicalEstimator(TransformerMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self, "loadings_")
-        return gaussian_log_likelihood(self._stack_views(views), *self._stacked_model())
+        return gaussian_log_likelihood(self._model_rows(views), *self._stacked_model())
 
     def score(self, views, y=None):
         """Mean per-row log-likelihood (:meth:`score_samples`); higher is better.

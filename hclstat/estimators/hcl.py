@@ -38,6 +38,7 @@ from ..solvers import RowLeastSquares, fit_hierarchy, hcl_objective, path_disagr
 from ..threads import moment_pass_threads
 from ..utils import random_streams
 from .base import RANDOM_STATE, VERBOSE, BaseHierarchicalEstimator
+from .mixed import MIXED_TYPES, fit_copula, latent_noise, warn_mixed_columns
 
 __all__ = ["HCL", "hcl_objective"]
 
@@ -58,6 +59,25 @@ class HCL(BaseHierarchicalEstimator):
         ``min(n - 1, p_m)`` or that has too few rows for the test).
     max_rank : int, optional
         Cap on any structure's rank and on each modality's total rank.
+    types : None, str or dict, optional
+        Column types for mixed-type modalities. ``None`` (default): every
+        column is linear-Gaussian (Pearson moments; columns that look binary
+        or zero-inflated are named in an
+        :class:`~hclstat.exceptions.EstimationWarning`). ``"auto"`` infers
+        every column's type (two values: binary; three: ternary; a point mass
+        at the minimum: truncated; else continuous;
+        :func:`hclstat.moments.ranks.infer_types`); one of
+        ``"continuous"``, ``"binary"``, ``"ternary"``, ``"truncated"`` for
+        every column; or a dict ``{modality: type, "auto", one type per
+        column, or {column name: type}}``. With types the model is the latent
+        Gaussian copula (DESIGN §9, :mod:`hclstat.moments.copula`): the
+        latent correlation is estimated from Kendall's tau / Spearman's rho
+        through their bridge functions, the rank tests permute the rows of
+        the rank scores, ``loadings_`` are on the latent correlation scale and
+        ``noise_variances_`` are the latent ones. ``transform`` scores new
+        rows from the training margins (conditional means of the latent
+        coordinates given the observed values, then the Gaussian posterior
+        mean). Needs the rows: :meth:`fit`, not :meth:`fit_moments`.
     max_components : int, optional
         Largest number of components in the learned model (``hierarchy=None``),
         for a representation of a given size. When the learned pattern has
@@ -150,6 +170,7 @@ class HCL(BaseHierarchicalEstimator):
         hierarchy=None,
         *,
         max_rank=None,
+        types=None,
         max_components=None,
         noise_model="diagonal",
         penalty=None,
@@ -166,6 +187,7 @@ class HCL(BaseHierarchicalEstimator):
     ):
         self.hierarchy = hierarchy
         self.max_rank = max_rank
+        self.types = types
         self.max_components = max_components
         self.noise_model = noise_model
         self.penalty = penalty
@@ -184,6 +206,7 @@ class HCL(BaseHierarchicalEstimator):
     _parameter_constraints: dict = {
         "hierarchy": [Hierarchy, None],
         "max_rank": [Interval(Integral, 1, None, closed="left"), None],
+        "types": [StrOptions({"auto", *MIXED_TYPES}), dict, None],
         "max_components": [Interval(Integral, 1, None, closed="left"), None],
         "noise_model": [StrOptions({"diagonal", "isotropic"})],
         "penalty": [StrOptions({"group"}), None],
@@ -219,23 +242,42 @@ class HCL(BaseHierarchicalEstimator):
         """
         self._validate_params()
         arrays, names = check_views(views)
-        with moment_pass_threads():
-            moments = compute_moments(arrays)
-        moments.feature_names = names
+        copula = None
+        if self.types is None:
+            warn_mixed_columns(arrays, names, stacklevel=2)
+            with moment_pass_threads():
+                moments = compute_moments(arrays)
+            moments.feature_names = names
+            null_rows = arrays
+        else:
+            with moment_pass_threads():
+                types, copula = fit_copula(self.types, arrays, names, stacklevel=2)
+            moments, null_rows = copula.moments, copula.null_scores
         streams = random_streams(self.random_state, 3)
         null = None
         if self.hierarchy is None:
             n = moments.n_samples
             rows = np.sort(streams[0].choice(n, self.permutation_rows, replace=False)) if n > self.permutation_rows else None
-            null = _row_source(arrays, moments, rows, streams[2])
+            null = _row_source(null_rows, moments, rows, streams[2])
         self._pending = (null, streams)
+        self._copula_fit = copula
         try:
-            return self.fit_moments(moments)
+            self.fit_moments(moments)
         finally:
             self.__dict__.pop("_pending", None)
+            self.__dict__.pop("_copula_fit", None)
+        self.copula_margins_ = None if copula is None else copula.margins
+        self.types_ = None if copula is None else types
+        if copula is not None:
+            self.noise_variances_ = latent_noise(self.noise_variances_, copula.margins, self.hierarchy_.modalities,
+                                                 self.dims_)
+        return self
 
     def _fit_moments(self, moments):
         self._check_combination()
+        if self.types is not None and "_copula_fit" not in self.__dict__:
+            raise ValueError("types: the latent copula moments are built from the rows; call fit(views), "
+                             "not fit_moments (or leave types=None for Pearson moments)")
         null, streams = self.__dict__.pop("_pending", (None, None))
         if streams is None:
             streams, level = random_streams(self.random_state, 3), 4  # fit_moments called directly
