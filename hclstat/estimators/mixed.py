@@ -29,8 +29,8 @@ _CHECK_ROWS = 5000
 
 def fit_copula(types, arrays, names, *, stacklevel):
     """The copula moments for ``HCL(types=types)`` (see :func:`~hclstat.moments.copula.copula_moments`)."""
-    resolved = resolve_types(types, arrays, names)
-    return resolved, copula_moments(arrays, resolved, names, stacklevel=stacklevel + 1)
+    resolved, orders = resolve_types(types, arrays, names, return_order=True)
+    return resolved, copula_moments(arrays, resolved, names, orders=orders, stacklevel=stacklevel + 1)
 
 
 def latent_noise(fitted_noise, margins, modalities, dims):

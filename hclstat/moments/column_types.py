@@ -193,7 +193,7 @@ def _mismatch(t, d, at_min):
     return None
 
 
-def check_types(types, x, *, names=None, truncated_min_fraction=0.05):
+def check_types(types, x, *, names=None, truncated_min_fraction=0.05, order=None):
     """Validated column types: given, inferred, or a mix of both.
 
     Parameters
@@ -208,6 +208,10 @@ def check_types(types, x, *, names=None, truncated_min_fraction=0.05):
         Column names for the messages (a DataFrame gives its own).
     truncated_min_fraction : float
         As in :func:`infer_types`, for the inferred columns.
+    order : tuple, optional
+        :func:`~hclstat.kernels.kendall.column_order` of ``x`` when already
+        computed (one sort per column serves every function of this module and
+        of :mod:`~hclstat.moments.ranks`).
 
     Returns
     -------
@@ -222,7 +226,7 @@ def check_types(types, x, *, names=None, truncated_min_fraction=0.05):
         single row at its minimum; and for columns with fewer than 2 distinct values.
     """
     arr, names = _as_matrix(x, names)
-    return _checked_types(types, names, column_order(arr), truncated_min_fraction)
+    return _checked_types(types, names, column_order(arr) if order is None else order, truncated_min_fraction)
 
 
 def _checked_types(types, names, info, truncated_min_fraction=0.05):
@@ -244,7 +248,7 @@ def _checked_types(types, names, info, truncated_min_fraction=0.05):
     return out
 
 
-def zratios(x, types, *, names=None):
+def zratios(x, types, *, names=None, order=None):
     """Level proportions per column, as ``latentcor`` lays them out.
 
     Returns
@@ -253,10 +257,10 @@ def zratios(x, types, *, names=None):
         binary and truncated: ``(share of observed rows at the minimum, nan)``;
         ternary: ``(P(level 0), P(level 0) + P(level 1))``; continuous: ``(nan, nan)``.
         Shares are over each column's observed rows. ``types`` is checked with
-        :func:`check_types` (so ``"auto"`` works).
+        :func:`check_types` (so ``"auto"`` works). ``order`` as in :func:`check_types`.
     """
     arr, names = _as_matrix(x, names)
-    info = column_order(arr)
+    info = column_order(arr) if order is None else order
     types = _checked_types(types, names, info)
     _, n_obs, at_min, at_most_one = _summary(info)
     out = np.full((2, arr.shape[1]), np.nan)

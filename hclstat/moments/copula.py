@@ -46,6 +46,7 @@ from ..exceptions import EstimationWarning
 from .bridge_inverse import R_EDGE, latent_correlation, nearest_correlation
 from .bridges import bridge_slope_at_zero
 from .compute import Moments
+from ..kernels.kendall import column_order
 from .column_types import check_types, zratios
 from .ranks import pair_statistics, rank_scores
 
@@ -60,7 +61,7 @@ MARGIN_ROWS = 20_000
 _EDGE = 0.5
 
 
-def resolve_types(types, arrays, names):
+def resolve_types(types, arrays, names, *, return_order=False):
     """Per-modality column types from the user's ``types`` (None / a type / per modality).
 
     ``types`` is ``"auto"`` (infer every column), one type code for every
@@ -72,7 +73,7 @@ def resolve_types(types, arrays, names):
         unknown = sorted(set(types) - set(arrays))
         if unknown:
             raise ValueError(f"types: unknown modalities {unknown}; the modalities are {list(arrays)}")
-    out = {}
+    out, orders = {}, {}
     for m, x in arrays.items():
         spec = types.get(m, "auto") if isinstance(types, dict) else types
         cols = names.get(m)
@@ -83,11 +84,13 @@ def resolve_types(types, arrays, names):
             if missing:
                 raise ValueError(f"types[{m!r}]: unknown columns {missing}")
             spec = [spec.get(c, "auto") for c in cols]
+        x = np.asarray(x, dtype=np.float64)
+        orders[m] = column_order(x)
         try:
-            out[m] = np.asarray(check_types(spec, np.asarray(x, dtype=np.float64), names=cols), dtype=object)
+            out[m] = np.asarray(check_types(spec, x, names=cols, order=orders[m]), dtype=object)
         except ValueError as err:
             raise ValueError(f"modality {m!r}: {err}") from None
-    return out
+    return (out, orders) if return_order else out
 
 
 @dataclass
@@ -104,9 +107,9 @@ class CopulaMargins:
         ``v_j = 1 - Var(E[Z_j | X_j])``: latent variance a category does not carry.
     sorted_values : list of ndarray
         Observed training values of each column, sorted (the margin); above
-        :data:`MARGIN_ROWS` rows, those of ``MARGIN_ROWS`` evenly spaced rows
-        (the margin to about ``1 / sqrt(MARGIN_ROWS)``, and the estimator
-        stays small).
+        :data:`MARGIN_ROWS` rows, ``MARGIN_ROWS`` evenly spaced order statistics
+        (the margin to ``1 / MARGIN_ROWS``, and the estimator stays small);
+        for binary and ternary columns their levels.
     label : callable
         Stacked column index -> ``"'modality' column j ('name')"`` for messages.
     """
@@ -119,16 +122,20 @@ class CopulaMargins:
     label: object
 
     @classmethod
-    def from_data(cls, X, types, zr, inflation, label):
-        rows = np.linspace(0, X.shape[0] - 1, MARGIN_ROWS).astype(np.intp) if X.shape[0] > MARGIN_ROWS else None
+    def from_data(cls, X, types, zr, inflation, label, info):
+        """The margins of ``X`` from its :func:`~hclstat.kernels.kendall.column_order` ``info``."""
+        order, dense, n_obs, _ = info
         sorted_values = []
         for j, t in enumerate(types):
-            col = X[:, j]
+            rows = order[j, :n_obs[j]]
+            vals = X[rows, j]
             if t in ("binary", "ternary"):  # the levels, from every row (a rare level must not be lost)
-                sorted_values.append(_levels(col, 2 if t == "binary" else 3))
+                cuts = np.searchsorted(dense[j, rows], np.arange(1, 3 if t == "ternary" else 2))
+                sorted_values.append(np.concatenate([[vals[0]], vals[cuts]]))
+            elif vals.size > MARGIN_ROWS:  # evenly spaced order statistics: the margin to 1 / MARGIN_ROWS
+                sorted_values.append(vals[np.linspace(0, vals.size - 1, MARGIN_ROWS).astype(np.intp)])
             else:
-                col = col if rows is None else col[rows]
-                sorted_values.append(np.sort(col[~np.isnan(col)]))
+                sorted_values.append(vals)
         lost = np.array([_lost_variance(t, zr[:, j]) for j, t in enumerate(types)])
         return cls(np.asarray(types, dtype=object), zr, inflation, lost, sorted_values, label)
 
@@ -183,10 +190,11 @@ class CopulaMoments:
     bound_pairs: list
 
 
-def copula_moments(arrays, types, names=None, *, stacklevel=2):
+def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
     """Latent copula moments of ``arrays`` (dict modality -> (n, p_m), NaN missing).
 
-    ``types`` as resolved by :func:`resolve_types`. Returns a
+    ``types`` as resolved by :func:`resolve_types` (``orders``: the column orders
+    it returns, else each column is sorted here). Returns a
     :class:`CopulaMoments`: ``moments.covariance`` is ``R_hat + diag(c - 1)``
     (see the module docstring), ``null_scores`` the rows the permutation nulls
     permute.
@@ -196,8 +204,12 @@ def copula_moments(arrays, types, names=None, *, stacklevel=2):
     dims = {m: arrays[m].shape[1] for m in mods}
     X = np.concatenate([np.asarray(arrays[m], dtype=np.float64) for m in mods], axis=1)
     t = np.concatenate([np.asarray(types[m], dtype=object) for m in mods])
-    zr = zratios(X, t)
-    stat, counts = pair_statistics(X, t)
+    if orders is None:
+        sort = column_order(X)
+    else:  # per-modality sorts stack into the table's
+        sort = tuple(np.concatenate([orders[m][i] for m in mods]) for i in range(4))
+    zr = zratios(X, t, order=sort)
+    stat, counts = pair_statistics(X, t, order=sort)
     R, info = latent_correlation(stat, t, zr)
     label = _Labeller(mods, dims, names)
     bound = [(int(j), int(k)) for j, k in np.asarray(info.get("clipped_pairs", np.empty((0, 2))), dtype=int)]
@@ -214,7 +226,7 @@ def copula_moments(arrays, types, names=None, *, stacklevel=2):
                       "binary columns); their latent correlation is the first-order inverse tau / tau'(0): "
                       f"{shown}{' ...' if len(bound) > 5 else ''}", EstimationWarning, stacklevel=stacklevel + 1)
     e = a / _HAJEK
-    u = rank_scores(X, t) / e
+    u = rank_scores(X, t, order=sort) / e
     inflation = np.nanmean(u * u, axis=0)
     # R_hat + diag(c - 1) is, to first order, the sample covariance of u: the matrix to make
     # positive definite (R_hat itself is indefinite whenever p is large against n / c)
@@ -230,7 +242,7 @@ def copula_moments(arrays, types, names=None, *, stacklevel=2):
     moments = Moments(mods, dims, S, n, np.zeros(X.shape[1]), counts, dict(names))
     sl = moments.slices
     null_scores = {m: np.ascontiguousarray(u[:, sl[m]]) for m in mods}
-    margins = CopulaMargins.from_data(X, t, zr, inflation, label)
+    margins = CopulaMargins.from_data(X, t, zr, inflation, label, sort)
     return CopulaMoments(moments, null_scores, margins, R_pd, R, float(change), bound)
 
 
@@ -248,15 +260,6 @@ class _Labeller:
         m, c = self.modalities[i], int(j - starts[i])
         nm = self.names.get(m)
         return f"{m!r} column {c}" + (f" ({nm[c]!r})" if nm else "")
-
-
-def _levels(col, k):
-    """The ``k`` (2 or 3) observed levels of a discrete column, in ``O(n)``."""
-    with np.errstate(invalid="ignore"):
-        lo, hi = np.nanmin(col), np.nanmax(col)
-        if k == 2:
-            return np.array([lo, hi])
-        return np.array([lo, np.nanmin(np.where((col > lo) & (col < hi), col, np.nan)), hi])
 
 
 def _normal_scores(x, sorted_train):

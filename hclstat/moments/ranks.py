@@ -51,7 +51,7 @@ def midranks(x):
     return midranks_from_order(order, dense, n_obs).T
 
 
-def rank_scores(x, types=None, *, names=None):
+def rank_scores(x, types=None, *, names=None, order=None):
     """Centred mid-distribution transform of each column, for permutation nulls.
 
     ``psi_j(x_ij) = (R_ij - (n_j + 1) / 2) / n_j`` with ``R`` the mid-ranks over
@@ -67,7 +67,7 @@ def rank_scores(x, types=None, *, names=None):
     ndarray of shape (n_samples, n_columns), float64
     """
     arr, names = _as_matrix(x, names)
-    info = column_order(arr)
+    info = column_order(arr) if order is None else order  # order: as in check_types
     order, dense, n_obs, _ = info
     if types is not None:
         _checked_types(types, names, info)
@@ -111,7 +111,7 @@ def _product_terms(arr, info, j, k):
     return terms
 
 
-def pair_statistics(x, types=None, *, continuous="spearman", names=None):
+def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=None):
     """Kendall's tau-a, or Spearman's rho, of every pair of columns over its complete rows.
 
     ``stat[j, k]`` is Spearman's rho (Pearson correlation of mid-ranks) when both
@@ -156,7 +156,7 @@ def pair_statistics(x, types=None, *, continuous="spearman", names=None):
         raise ValueError(f"continuous: expected one of {_CONTINUOUS_STATISTICS}, got {continuous!r}")
     arr, names = _as_matrix(x, names)
     n, p = arr.shape
-    info = column_order(arr)
+    info = column_order(arr) if order is None else order  # order: as in check_types
     types = _checked_types(types, names, info)
     order, dense, n_obs, n_levels = info
     j, k, with_binary, spearman = _pair_classes(types, continuous)
