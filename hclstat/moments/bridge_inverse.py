@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 from statsmodels.stats.correlation_tools import corr_clipped
 
