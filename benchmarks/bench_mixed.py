@@ -38,11 +38,8 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 import warnings
@@ -50,7 +47,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_real_regimes as regimes  # noqa: E402  (removes BLAS pinning before NumPy loads)
-from provenance import commit_label, source_fingerprint  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -77,11 +73,6 @@ def design(name, seed):
     return mixed_d1_model(random_state=regimes.rng(41, seed, 0))
 
 
-def _fit(views, **params):
-    est, info = regimes.timed_fit(views, **params)
-    return est, info
-
-
 def _null_model(ratio, rep):
     from hclstat.model import independent_views_model
     from hclstat.model.engine import MixedModel
@@ -102,7 +93,7 @@ def run_task(task):
         views, _ = model.sample(300, random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _fit(views, types="auto", random_state=0)
+            regimes.timed_fit(views, types="auto", random_state=0)
         return {}
     if kind == "pattern":
         model = design(task["design"], task["seed"])
@@ -120,7 +111,7 @@ def run_task(task):
             return {"time_s": dt, "pattern": regimes.pattern_string(h),
                     "exact": bool(pattern_scores(h, model.hierarchy)["exact"]), "converged": fit.converged}
         params = {"types": "auto"} if task["method"] == "HCL copula" else {}
-        est, info = _fit(views, random_state=task["seed"], **params)
+        est, info = regimes.timed_fit(views, random_state=task["seed"], **params)
         rec = regimes.fit_record(est, None)
         from hclstat.metrics import pattern_scores
 
@@ -133,9 +124,9 @@ def run_task(task):
                                               return_latent_views=True)
         h = model.hierarchy
         if task["method"] == "copula":
-            est, info = _fit(views, hierarchy=h, types="auto", random_state=0)
+            est, info = regimes.timed_fit(views, hierarchy=h, types="auto", random_state=0)
         else:  # the standardised latent x* itself: the same loadings, Pearson moments
-            est, info = _fit(latent_views, hierarchy=h, random_state=0)
+            est, info = regimes.timed_fit(latent_views, hierarchy=h, random_state=0)
         errs = loading_errors(est.loadings_, model.latent_model().loadings)
         return {**info, "median_error": float(np.median(list(errs.values())))}
     if kind == "speed":
@@ -143,7 +134,7 @@ def run_task(task):
     if kind == "null":
         model, g = _null_model(task["ratio"], task["rep"])
         views, _ = model.sample(NULL_N, random_state=g)
-        est, info = _fit(views, types="auto", alpha=task["alpha"], random_state=task["rep"])
+        est, info = regimes.timed_fit(views, types="auto", alpha=task["alpha"], random_state=task["rep"])
         obs = getattr(est.lattice_, "observed", None)
         cross = bool((obs["rank"] > 0).any()) if isinstance(obs, pd.DataFrame) and "rank" in obs else None
         return {**info, "false_cross_rank": cross,
@@ -296,54 +287,9 @@ def section_null(w, cfg, cmd):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="few seeds and data sets, short budgets")
-    p.add_argument("--only", default=None, help=f"comma-separated sections out of {','.join(SECTIONS)}")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results directory")
-    args = p.parse_args(argv)
-    mode = "quick" if args.quick else "full"
-    cfg = MODES[mode]
-    todo = list(SECTIONS) if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(todo) - set(SECTIONS))
-    if unknown:
-        p.error(f"--only: expected sections out of {SECTIONS}, got {unknown}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = STEM + ("_quick" if args.quick else "") + ("" if set(todo) == set(SECTIONS) else "_" + "-".join(todo))
-    fp = source_fingerprint()
-    commit = commit_label(fp)
-    payload = {"config": {"mode": mode, **cfg, "sections": todo, "commit": commit, "source": fp,
-                          "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}},
-               "figures": [], "fits": {}}
-    print(f"{STEM} ({mode}) at commit {commit}; sections {', '.join(todo)}", flush=True)
-    t_all = time.perf_counter()
-    w = regimes.Worker(serve)
     runners = {"pattern": section_pattern, "rates": section_rates, "speed": section_speed, "null": section_null}
-    try:
-        for sec in todo:
-            cmd = f"python benchmarks/{STEM}.py{' --quick' if args.quick else ''} --only {sec}"
-            t0 = time.perf_counter()
-            recs, figs, note = runners[sec](w, cfg, cmd)
-            payload["fits"][sec] = recs
-            payload["figures"] += figs
-            print(f"\n== {sec} ({time.perf_counter() - t0:.0f} s, {len(recs)} runs)", flush=True)
-            if note:
-                print(note)
-            for f in figs:
-                verdict = {True: "MET", False: "NOT MET", None: "info"}[f["met"]]
-                print(f"  [{verdict}] {f['figure']}\n      measured: {f['measured']}\n      target:   {f['target']}"
-                      f"\n      command:  {f['command']}", flush=True)
-            payload["elapsed_s"] = time.perf_counter() - t_all
-            regimes.write_atomic(out / f"{stem}.json", json.dumps(payload, indent=1, default=str))
-            table = pd.DataFrame(payload["figures"])
-            table.insert(0, "commit", commit)
-            regimes.write_atomic(out / f"{stem}.csv", table.to_csv(index=False))
-    finally:
-        w.close()
-    if args.quick:
-        print("\n(quick mode: few seeds and data sets; the verdicts are indicative only)")
-    print(f"\nwrote {out / (stem + '.json')} and {stem}.csv ({time.perf_counter() - t_all:.0f} s)")
-    return 0
+    return regimes.run_sections(stem=STEM, description=__doc__.split("\n")[0], sections=SECTIONS, modes=MODES,
+                                runners=runners, target=serve, argv=argv, unit="runs")
 
 
 if __name__ == "__main__":

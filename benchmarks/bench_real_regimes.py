@@ -477,21 +477,28 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="few data sets and seeds, short budgets (2-3 min)")
-    p.add_argument("--only", default=None, help=f"comma-separated sections out of {','.join(SECTIONS)}")
+def run_sections(*, stem, description, sections, modes, runners, target=None, argv=None, unit="fits"):
+    """The command line and driver both benchmark scripts share.
+
+    Parses ``--quick``, ``--only`` and ``--out``; runs ``runners[section](worker, cfg, cmd)``
+    (each returning ``(records, figures, note)``) in a :class:`Worker` whose loop is
+    ``target``; prints every figure with its verdict and writes ``<stem>.json`` and
+    ``<stem>.csv`` atomically after each section.
+    """
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="few data sets and seeds, short budgets")
+    p.add_argument("--only", default=None, help=f"comma-separated sections out of {','.join(sections)}")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results directory")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
-    cfg = MODES[mode]
-    todo = list(SECTIONS) if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(todo) - set(SECTIONS))
+    cfg = modes[mode]
+    todo = list(sections) if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(todo) - set(sections))
     if unknown:
-        p.error(f"--only: expected sections out of {SECTIONS}, got {unknown}")
+        p.error(f"--only: expected sections out of {sections}, got {unknown}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = STEM + ("_quick" if args.quick else "") + ("" if set(todo) == set(SECTIONS) else "_" + "-".join(todo))
+    name = stem + ("_quick" if args.quick else "") + ("" if set(todo) == set(sections) else "_" + "-".join(todo))
     fp = source_fingerprint()
     commit = commit_label(fp)
     import hclstat
@@ -500,24 +507,17 @@ def main(argv=None):
                           "hclstat_version": hclstat.__version__, "removed_env": REMOVED_ENV,
                           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}},
                "figures": [], "fits": {}}
-    print(f"{STEM} ({mode}) at commit {commit}; sections {', '.join(todo)}", flush=True)
+    print(f"{stem} ({mode}) at commit {commit}; sections {', '.join(todo)}", flush=True)
     t_all = time.perf_counter()
-    w = Worker()
+    w = Worker(target)
     try:
         for sec in todo:
-            cmd = f"python benchmarks/{STEM}.py{' --quick' if args.quick else ''} --only {sec}"
+            cmd = f"python benchmarks/{stem}.py{' --quick' if args.quick else ''} --only {sec}"
             t0 = time.perf_counter()
-            if sec == "null":
-                recs, figs, note = section_null(w, cfg, cmd)
-            elif sec == "wide":
-                recs, figs, note = section_wide(w, cfg, cmd)
-            elif sec == "large":
-                recs, figs, note = section_large(w, cfg, cmd)
-            else:
-                recs, figs, note = section_seeds(w, cfg, cmd, sec)
+            recs, figs, note = runners[sec](w, cfg, cmd)
             payload["fits"][sec] = recs
             payload["figures"] += figs
-            print(f"\n== {sec} ({time.perf_counter() - t0:.0f} s, {len(recs)} fits)", flush=True)
+            print(f"\n== {sec} ({time.perf_counter() - t0:.0f} s, {len(recs)} {unit})", flush=True)
             if note:
                 print(note)
             for f in figs:
@@ -525,16 +525,23 @@ def main(argv=None):
                 print(f"  [{verdict}] {f['figure']}\n      measured: {f['measured']}\n      target:   {f['target']}"
                       f"\n      command:  {f['command']}", flush=True)
             payload["elapsed_s"] = time.perf_counter() - t_all
-            write_atomic(out / f"{stem}.json", json.dumps(payload, indent=1, default=str))
+            write_atomic(out / f"{name}.json", json.dumps(payload, indent=1, default=str))
             table = pd.DataFrame(payload["figures"])
             table.insert(0, "commit", commit)
-            write_atomic(out / f"{stem}.csv", table.to_csv(index=False))
+            write_atomic(out / f"{name}.csv", table.to_csv(index=False))
     finally:
         w.close()
     if args.quick:
         print("\n(quick mode: few seeds and data sets; the verdicts scale the targets and are indicative only)")
-    print(f"\nwrote {out / (stem + '.json')} and {stem}.csv ({time.perf_counter() - t_all:.0f} s)")
+    print(f"\nwrote {out / (name + '.json')} and {name}.csv ({time.perf_counter() - t_all:.0f} s)")
     return 0
+
+
+def main(argv=None):
+    runners = {"null": section_null, "wide": section_wide, "large": section_large,
+               **{k: (lambda w, cfg, cmd, k=k: section_seeds(w, cfg, cmd, k)) for k in ("mcar", "absent", "weak")}}
+    return run_sections(stem=STEM, description=__doc__.split("\n")[0], sections=SECTIONS, modes=MODES,
+                        runners=runners, argv=argv)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def test_inflation_is_the_null_variance_of_the_latent_estimate():
         ratios.append(1000 * R[keep] ** 2 / np.outer(c, c)[keep])
     ratios = np.concatenate(ratios)
     assert clipped < 0.002 * ratios.size
-    # chi-square(1) mean 1, sd sqrt(2); pairs are nearly independent at the null
-    assert abs(ratios.mean() - 1.0) < 5 * np.sqrt(2.0 / ratios.size) + 0.05
+    # chi-square(1) mean 1, sd sqrt(2); pairs are nearly independent at the null (measured: 1.005 pooled,
+    # 1.001-1.009 per seed, in line with the per-seed SE 0.0067)
+    assert abs(ratios.mean() - 1.0) < 5 * np.sqrt(2.0 / ratios.size)
 
 
 def test_monotone_transforms_of_continuous_columns_leave_the_moments_unchanged(mixed):

@@ -66,7 +66,7 @@ class HCL(BaseHierarchicalEstimator):
         :class:`~hclstat.exceptions.EstimationWarning`). ``"auto"`` infers
         every column's type (two values: binary; three: ternary; a point mass
         at the minimum: truncated; else continuous;
-        :func:`hclstat.moments.ranks.infer_types`); one of
+        :func:`hclstat.moments.column_types.infer_types`); one of
         ``"continuous"``, ``"binary"``, ``"ternary"``, ``"truncated"`` for
         every column; or a dict ``{modality: type, "auto", one type per
         column, or {column name: type}}``. With types the model is the latent
@@ -260,12 +260,10 @@ class HCL(BaseHierarchicalEstimator):
             rows = np.sort(streams[0].choice(n, self.permutation_rows, replace=False)) if n > self.permutation_rows else None
             null = _row_source(null_rows, moments, rows, streams[2])
         self._pending = (null, streams)
-        self._copula_fit = copula
         try:
             self.fit_moments(moments)
         finally:
             self.__dict__.pop("_pending", None)
-            self.__dict__.pop("_copula_fit", None)
         self.copula_margins_ = None if copula is None else copula.margins
         self.types_ = None if copula is None else types
         if copula is not None:
@@ -275,7 +273,7 @@ class HCL(BaseHierarchicalEstimator):
 
     def _fit_moments(self, moments):
         self._check_combination()
-        if self.types is not None and "_copula_fit" not in self.__dict__:
+        if self.types is not None and "_pending" not in self.__dict__:  # not through fit
             raise ValueError("types: the latent copula moments are built from the rows; call fit(views), "
                              "not fit_moments (or leave types=None for Pearson moments)")
         null, streams = self.__dict__.pop("_pending", (None, None))

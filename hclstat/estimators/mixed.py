@@ -15,12 +15,10 @@ import numpy as np
 
 from ..exceptions import EstimationWarning
 from ..factor_analysis import NOISE_FLOOR
+from ..moments.column_types import COLUMN_TYPES as MIXED_TYPES
 from ..moments.copula import copula_moments, resolve_types
 
 __all__ = ["MIXED_TYPES", "fit_copula", "latent_noise", "warn_mixed_columns"]
-
-#: type codes accepted by ``HCL(types=...)`` besides ``"auto"``
-MIXED_TYPES = ("continuous", "binary", "ternary", "truncated")
 #: a column with at least this share of its rows at its minimum looks zero-inflated
 _POINT_MASS = 0.05
 #: rows looked at by the Pearson guard
@@ -49,7 +47,7 @@ def warn_mixed_columns(arrays, names, *, stacklevel):
     A cheap check on the first ``_CHECK_ROWS`` rows (two values only, or a
     point mass at the minimum), so every ``HCL().fit`` can afford it;
     ``types="auto"`` infers the types properly
-    (:func:`~hclstat.moments.ranks.infer_types`).
+    (:func:`~hclstat.moments.column_types.infer_types`).
     """
     found = []
     for m, x in arrays.items():

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -45,7 +46,7 @@ from scipy.special import ndtr, ndtri
 from ..exceptions import EstimationWarning
 from .bridge_inverse import R_EDGE, latent_correlation, nearest_correlation
 from .bridges import bridge_slope_at_zero
-from .compute import Moments
+from .compute import Moments, _feature, _slices
 from ..kernels.kendall import column_order
 from .column_types import check_types, zratios
 from .ranks import pair_statistics, rank_scores
@@ -149,21 +150,22 @@ class CopulaMargins:
             if t == "continuous":
                 out[obs, j] = _normal_scores(col[obs], vals)
                 continue
-            levels = np.unique(vals)
             cuts = ndtri(self.zratios[:, j][~np.isnan(self.zratios[:, j])])
-            if t == "truncated":
-                low = col[obs] <= levels[0]
-                bad = col[obs] < levels[0]
-                means = np.where(low, _interval_mean(-np.inf, cuts[0]), _normal_scores(col[obs], vals))
-            else:
-                idx = np.searchsorted(levels, col[obs])
-                bad = (idx >= levels.size) | (levels[np.minimum(idx, levels.size - 1)] != col[obs])
+            x = col[obs]
+            if t == "truncated":  # vals sorted: vals[0] is the point mass
+                bad = x < vals[0]
+                means = np.where(x <= vals[0], _interval_mean(-np.inf, cuts[0]), _normal_scores(x, vals))
+                seen = f"its training minimum {vals[0]:g}"
+            else:  # vals are the levels
+                idx = np.minimum(np.searchsorted(vals, x), vals.size - 1)
+                bad = vals[idx] != x
                 edges = np.concatenate([[-np.inf], cuts, [np.inf]])
-                means = _interval_mean(edges[np.minimum(idx, edges.size - 2)], edges[np.minimum(idx, edges.size - 2) + 1])
+                means = _interval_mean(edges[idx], edges[idx + 1])
+                seen = f"levels {vals.tolist()}"
             if np.any(bad):
                 i = int(np.flatnonzero(obs)[np.flatnonzero(bad)[0]])
-                raise ValueError(f"modality {self.label(j)} ({t}): row {i} holds {float(col[i]):g}, a value the training data never had "
-                                 f"for this {t} column (levels {levels[:4].tolist()}); recode it or refit")
+                raise ValueError(f"modality {self.label(j)} ({t}): row {i} holds {float(col[i]):g}, a value the "
+                                 f"training data never had for this {t} column ({seen}); recode it or refit")
             out[obs, j] = means
         return out
 
@@ -211,7 +213,8 @@ def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
     zr = zratios(X, t, order=sort)
     stat, counts = pair_statistics(X, t, order=sort)
     R, info = latent_correlation(stat, t, zr)
-    label = _Labeller(mods, dims, names)
+    # picklable (the margins live in a fitted estimator): the moments' own feature labels
+    label = partial(_feature, mods, _slices(mods, dims), names)
     bound = [(int(j), int(k)) for j, k in np.asarray(info.get("clipped_pairs", np.empty((0, 2))), dtype=int)]
     a = bridge_slope_at_zero(t, zr)
     if bound:
@@ -244,22 +247,6 @@ def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
     null_scores = {m: np.ascontiguousarray(u[:, sl[m]]) for m in mods}
     margins = CopulaMargins.from_data(X, t, zr, inflation, label, sort)
     return CopulaMoments(moments, null_scores, margins, R_pd, R, float(change), bound)
-
-
-@dataclass(frozen=True)
-class _Labeller:
-    """Stacked column index -> ``"'modality' column j ('name')"`` (picklable, unlike a closure)."""
-
-    modalities: tuple
-    dims: dict
-    names: dict
-
-    def __call__(self, j):
-        starts = np.cumsum([0] + [self.dims[m] for m in self.modalities])
-        i = int(np.searchsorted(starts, j, side="right") - 1)
-        m, c = self.modalities[i], int(j - starts[i])
-        nm = self.names.get(m)
-        return f"{m!r} column {c}" + (f" ({nm[c]!r})" if nm else "")
 
 
 def _normal_scores(x, sorted_train):
