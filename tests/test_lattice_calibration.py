@@ -25,6 +25,7 @@ from hclstat.kernels.spectra import lanczos_steps, top_eigenvalues, top_eigenval
 from hclstat.lattice import lattice_tests, rank_lattice
 from hclstat.model import d1_model
 from hclstat.moments import CentredData, compute_moments
+from hclstat.moments import nulls
 from hclstat.moments.nulls import matched_rows, null_geometry
 
 
@@ -115,7 +116,19 @@ def _masked_null_reference(views, draws, tests):
     return out
 
 
-def test_masked_joint_null_equals_pairwise_reference():
+@pytest.fixture(params=["one group, Grams", "groups of two draws, Lanczos on the products"])
+def gather_groups(request, monkeypatch):
+    # the pair products gather the draws' rows in groups that fit one buffer; a buffer of
+    # two draws of the widest gathered block (here at most 2 x 25 x 120 float32 with masks)
+    # leaves a partial last group. Sides of 160 or more run Lanczos on the products when
+    # their Grams exceed the byte budget (here: always)
+    if request.param != "one group, Grams":
+        monkeypatch.setattr(nulls, "_GATHER_BYTES", 2 * 4 * 120 * 50)
+        monkeypatch.setattr(nulls, "_GRAM_BYTES", 0)
+    return request.param
+
+
+def test_masked_joint_null_equals_pairwise_reference(gather_groups):
     rng = np.random.default_rng(3)
     dims, n = {"a": 12, "b": 25, "c": 170}, 120  # c: the Lanczos side (>= 160) and p > n
     views = {m: rng.standard_normal((n, p)) * rng.uniform(0.5, 2.0, p) + 3.0 for m, p in dims.items()}
@@ -262,7 +275,7 @@ def test_permutation_count_follows_the_level():
         HCL(n_permutations=10).fit({"a": np.ones((20, 3)) + np.eye(20, 3), "b": np.eye(20, 4)})
 
 
-def test_joint_nulls_are_one_dataset_per_draw():
+def test_joint_nulls_are_one_dataset_per_draw(gather_groups):
     # the null of every test in draw j is the statistic of ONE permuted data set (the joint
     # law of the family is reproduced): symmetric pair tests agree exactly, and every value
     # matches the moments of the explicitly permuted rows; MatrixFreeHCL's Lanczos path agrees
