@@ -73,8 +73,9 @@ def _values(table, value, variable, what):
     bad = (numbers.isna() & x.notna()).to_numpy() | np.isinf(numbers.to_numpy(dtype=np.float64))
     if bad.any():
         i = int(bad.argmax())
+        shown = x.iloc[i].item() if isinstance(x.iloc[i], np.generic) else x.iloc[i]
         raise ValueError(f"{what}: variable {table[variable].iloc[i]!r} has a non-numeric or infinite value "
-                         f"{x.iloc[i]!r} in column {value!r} (row {table.index[i]!r}; {bad.sum()} such rows)")
+                         f"{shown!r} in column {value!r} (row {table.index[i]!r}; {bad.sum()} such rows)")
     return numbers.to_numpy(dtype=np.float64)
 
 
