@@ -1,4 +1,4 @@
-"""Command-line interface: ``hclstat fit | predict | simulate | check | demo``.
+"""Command-line interface: ``hclstat fit | predict | simulate | check | demo | events``.
 
 Exit codes: 0 success, 1 failure (bad input, failed estimation, failed check),
 2 usage error (unknown option, malformed ``--view``/``--prep``/``--target``).
@@ -16,7 +16,7 @@ gives an explicit passing verdict.
 
 One module per command (:mod:`~hclstat.cli.fit`, :mod:`~hclstat.cli.predict`,
 :mod:`~hclstat.cli.simulate`, :mod:`~hclstat.cli.check`,
-:mod:`~hclstat.cli.demo`), each with ``add_parser(subparsers)`` and
+:mod:`~hclstat.cli.demo`, :mod:`~hclstat.cli.events`), each with ``add_parser(subparsers)`` and
 ``run(args, console)``; :mod:`~hclstat.cli.base` holds the exit codes, errors,
 console and option parsing, :mod:`~hclstat.cli.shared` the estimator, data and
 output plumbing the commands share.
@@ -44,7 +44,7 @@ import warnings
 import numpy as np
 
 from .._version import __version__
-from . import check, demo, fit, predict, simulate
+from . import check, demo, events, fit, predict, simulate
 from .base import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG, CLIError, Console, UsageError, one_line, show_warning
 from .demo import DEMO_DIMS, DEMO_LOADING_SCALE
 
@@ -52,7 +52,7 @@ __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "Usa
            "DEMO_DIMS", "DEMO_LOADING_SCALE"]
 
 #: the command modules, in the order ``hclstat --help`` lists them
-COMMANDS = (fit, predict, simulate, check, demo)
+COMMANDS = (fit, predict, simulate, check, demo, events)
 
 
 def build_parser():
@@ -80,7 +80,7 @@ def main(argv=None):
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is required (fit, predict, simulate, check, demo)", file=sys.stderr)
+        print(f"{PROG}: error: a command is required (fit, predict, simulate, check, demo, events)", file=sys.stderr)
         return EXIT_USAGE
     args.argv = argv
     console = Console(quiet=args.quiet)

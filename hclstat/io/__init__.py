@@ -26,6 +26,7 @@ Layout: :mod:`~hclstat.io.read` (one table and the checks on a source),
 """
 
 from .chunked import ChunkedViewData, load_views_chunked
+from .events import EVENT_SUMMARIES, NUMERIC_SUMMARIES, event_features, numeric_features, outcome_within, time_to_event
 from .join import MIN_ROWS, JoinReport, MultiViewData, join_tables, load_views, missingness_table
 from .read import CSV_SUFFIXES, PARQUET_SUFFIXES, TSV_SUFFIXES, read_table
 from .write import (
@@ -57,4 +58,10 @@ __all__ = [
     "is_hclstat_output",
     "check_output_target",
     "RUN_FILE",
+    "NUMERIC_SUMMARIES",
+    "EVENT_SUMMARIES",
+    "numeric_features",
+    "event_features",
+    "outcome_within",
+    "time_to_event",
 ]
