@@ -27,6 +27,7 @@ Layout: :mod:`~hclstat.io.read` (one table and the checks on a source),
 
 from .chunked import ChunkedViewData, load_views_chunked
 from .join import MIN_ROWS, JoinReport, MultiViewData, join_tables, load_views, missingness_table
+from .mudata import read_mudata
 from .read import CSV_SUFFIXES, PARQUET_SUFFIXES, TSV_SUFFIXES, read_table
 from .write import (
     RUN_FILE,
@@ -45,6 +46,7 @@ __all__ = [
     "MultiViewData",
     "ChunkedViewData",
     "read_table",
+    "read_mudata",
     "load_views_chunked",
     "write_scores_chunked",
     "join_tables",

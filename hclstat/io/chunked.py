@@ -161,7 +161,8 @@ def _summarise_partition(part, id_column, onehot, log1p):
         obs = x[~np.isnan(x)]
         rec["count"] = int(obs.size)
         rec["mean"] = float(obs.mean()) if obs.size else 0.0
-        rec["m2"] = float(np.sum((obs - rec["mean"]) ** 2)) if obs.size else 0.0
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite spread is an error after the merge
+            rec["m2"] = float(np.sum((obs - rec["mean"]) ** 2)) if obs.size else 0.0
         rec["min"] = float(obs.min()) if obs.size else np.nan
         rec["max"] = float(obs.max()) if obs.size else np.nan
         out["columns"][key] = rec

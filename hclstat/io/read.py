@@ -206,16 +206,17 @@ def _header_names(lines, sep):
     return next(csv.reader(lines[:1], delimiter=sep), []) if lines else []
 
 
-def _check_unique_names(names, path, label):
-    """Duplicated column names are an error naming each with its (0-based) positions."""
+def _check_unique_names(names, source, label, *, what="column names", where="in the header"):
+    """Duplicated names are an error naming each with its (0-based) positions."""
     names = [str(c) for c in names]
     seen = {}
     for j, c in enumerate(names):
         seen.setdefault(c, []).append(j)
     dup = {c: js for c, js in seen.items() if len(js) > 1}
     if dup:
-        shown = "; ".join(f"{c!r} at columns {', '.join(map(str, js))}" for c, js in list(dup.items())[:5])
-        raise ValueError(f"{label}duplicated column names in {path}: {shown} (0-based positions in the header); "
+        shown = "; ".join(f"{c!r} at positions {', '.join(map(str, js))}" for c, js in list(dup.items())[:5])
+        more = f" (and {len(dup) - 5} more)" if len(dup) > 5 else ""
+        raise ValueError(f"{label}duplicated {what} in {source}: {shown}{more} (0-based, {where}); "
                          "rename them so each column has its own name")
 
 
