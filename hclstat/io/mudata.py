@@ -51,7 +51,10 @@ def _load(path_or_mudata):
         raise ValueError(f"{path}: expected a MuData .h5mu file, got suffix {''.join(path.suffixes) or '(none)'!r}")
     mudata = _import_mudata()
     try:
-        return mudata.read_h5mu(path)
+        with warnings.catch_warnings():
+            # mudata's notice about its future update() behaviour says nothing about the file
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"mudata(\.|$)")
+            return mudata.read_h5mu(path)
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"cannot read {path} as MuData: {' '.join(str(exc).split()) or type(exc).__name__}") from None
 
