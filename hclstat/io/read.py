@@ -81,7 +81,7 @@ def _check_source(path, label):
     return kind
 
 
-_SEP_NAMES = {"\\t": "\t", "tab": "\t", "TAB": "\t", "\\s": " ", "space": " "}
+_SEP_NAMES = {"\\t": "\t", "tab": "\t", "TAB": "\t", "space": " "}
 
 
 def _check_sep(sep):
