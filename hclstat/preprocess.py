@@ -24,7 +24,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-__all__ = ["DataWarning", "Preprocessing", "ModalityPreprocessor", "PREPROCESSING_TOKENS"]
+__all__ = ["DataWarning", "Preprocessing", "ModalityPreprocessor", "PREPROCESSING_TOKENS", "column_mean_std",
+           "out_of_range_error"]
 
 #: tokens accepted by :meth:`Preprocessing.parse` and what each one sets
 PREPROCESSING_TOKENS = {
@@ -209,8 +210,9 @@ class ModalityPreprocessor:
         )
         out = out.drop(columns=constant)
         self.dropped_constant_ = constant
-        self.means_ = out.mean(skipna=True) if self.spec.center else pd.Series(0.0, index=out.columns)
-        self.scales_ = out.std(skipna=True, ddof=1) if self.spec.scale else pd.Series(1.0, index=out.columns)
+        means, std = column_mean_std(out, self.name)
+        self.means_ = means if self.spec.center else pd.Series(0.0, index=out.columns)
+        self.scales_ = std if self.spec.scale else pd.Series(1.0, index=out.columns)
         self.feature_names_out_ = [str(c) for c in out.columns]
         return self._standardise(out)
 
@@ -298,6 +300,49 @@ class ModalityPreprocessor:
             "one_hot": {c: {"levels": lv, "reference": lv[0] if lv else None} for c, lv in self.categories_.items()},
             "dropped_constant": list(self.dropped_constant_),
         }
+
+
+def out_of_range_error(name, column, largest, *, chunked=False):
+    """The error of a column whose mean or variance float64 cannot hold (values near 1e200 or 1e-200)."""
+    how = "too large" if largest >= 1.0 else "too small"
+    where = " merged across row chunks" if chunked else ""
+    return ValueError(
+        f"modality {name!r}: column {column!r} has values {how} for its mean and variance{where} in float64 "
+        f"(largest |value| {largest:.3g}; their squares {'overflow' if largest >= 1.0 else 'underflow'}); "
+        "rescale it (e.g. by a power of ten)"
+    )
+
+
+def column_mean_std(table, name="view"):
+    """Column means and standard deviations (``ddof=1``) over observed entries.
+
+    A column whose squared deviations overflow (values near 1e200) or
+    underflow (near 1e-200) in float64 is divided by its largest absolute
+    value first and the result scaled back, which is exact up to rounding;
+    only a column that still has no finite spread is an error
+    (:func:`out_of_range_error`).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame of float64, no constant column
+    name : str
+        Modality name used in messages.
+
+    Returns
+    -------
+    means, stds : pandas.Series indexed by column
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        means, std = table.mean(skipna=True), table.std(skipna=True, ddof=1)
+        bad = [c for c in table.columns if table[c].count() > 1
+               and not (np.isfinite(means[c]) and np.isfinite(std[c]) and std[c] > 0)]
+        for c in bad:
+            largest = float(table[c].abs().max())
+            unit = table[c] / largest
+            means[c], std[c] = largest * unit.mean(), largest * unit.std(ddof=1)
+            if not (np.isfinite(means[c]) and np.isfinite(std[c]) and std[c] > 0):
+                raise out_of_range_error(name, str(c), largest)
+    return means, std
 
 
 def _row(label):

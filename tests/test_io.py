@@ -358,7 +358,7 @@ def test_io_package_keeps_every_import_path():
     import hclstat.io as pkg
 
     parts = {m.name: importlib.import_module(f"hclstat.io.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)}
-    assert set(parts) == {"read", "join", "chunked", "write"}
+    assert set(parts) == {"read", "join", "chunked", "write", "mudata"}
     # what hclstat/cli.py, examples/ and tests/ import from hclstat.io
     used = ["load_views", "load_views_chunked", "read_hierarchy", "RUN_FILE", "ChunkedViewData", "MIN_ROWS",
             "write_representation", "write_scores_chunked", "atomic_directory", "check_output_target", "read_table"]

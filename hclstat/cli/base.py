@@ -235,18 +235,31 @@ JOIN_HELP = ("outer (default): keep the IDs of any table, a sample a table lacks
              "table")
 
 
-def add_data(p, *, join_help=JOIN_HELP):
+def add_data(p, *, join_help=JOIN_HELP, mudata=False):
     """The data options; ``--join`` parses to None when not given (callers resolve it, see
-    :func:`hclstat.cli.shared.load_data`), so that an explicit ``--join outer`` can be told apart."""
+    :func:`hclstat.cli.shared.load_data`), so that an explicit ``--join outer`` can be told apart.
+    ``mudata``: also ``--mudata FILE`` (then ``--view`` is optional; exactly one of them is given)."""
     g = p.add_argument_group("data")
-    g.add_argument("--view", action="append", metavar="NAME=FILE", required=True,
+    g.add_argument("--view", action="append", metavar="NAME=FILE", required=not mudata,
                    help="one modality table (CSV, TSV or Parquet); repeat for each modality")
+    if mudata:
+        g.add_argument("--mudata", metavar="FILE",
+                       help="read the modalities from a MuData .h5mu file instead of --view (its .mod, rows "
+                            "matched by obs names; a sample a modality lacks is missing there). Needs the "
+                            "mudata extra: pip install 'hclstat[mudata]'")
+        g.add_argument("--layer", metavar="NAME",
+                       help="with --mudata: the layer to read in every modality (default: .X)")
     g.add_argument("--id", metavar="COLUMN",
                    help="ID column to join the tables on (default: join by row order)")
     g.add_argument("--join", choices=("inner", "outer"), default=None, help=join_help)
     g.add_argument("--prep", action="append", metavar="NAME=STEPS",
                    help="preprocessing of one modality, comma-separated: center/nocenter, scale/noscale, "
                         "log1p, onehot, keepconstant, raw (default: center,scale)")
+    g.add_argument("--sep", metavar="CHAR",
+                   help="delimiter of the CSV/TSV tables, e.g. ';' or '\\t' (default: the suffix's, or the "
+                        "one that splits a file's first lines consistently, with a warning)")
+    g.add_argument("--encoding", metavar="NAME",
+                   help="text encoding of the CSV/TSV tables, e.g. latin-1 (default: utf-8)")
 
 
 def add_figures(p):

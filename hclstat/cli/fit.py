@@ -10,9 +10,10 @@ from .base import EXIT_OK, JOIN_HELP as _JOIN_HELP, UsageError, add_common, add_
     positive_int, stages
 
 EPILOG = """\
-example:
+examples:
   hclstat fit --view labs=labs.csv --view codes=codes.parquet --prep codes=log1p \\
               --id patient_id --out results
+  hclstat fit --mudata cohort.h5mu --out results     # modalities = its .mod, joined on obs names
 
 output (built in a temporary directory beside DIR, moved into place on success;
 an existing DIR is replaced only if empty or written by hclstat, else --overwrite):
@@ -47,7 +48,7 @@ def add_parser(sub):
                        description="Fit HCL (or SFA) to one table per modality; write the pattern, loadings, "
                                    "scores, noise variances, a summary and figures.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data(p, join_help=JOIN_HELP)
+    add_data(p, join_help=JOIN_HELP, mudata=True)
     add_estimator(p)
     add_output(p)
     add_figures(p)
@@ -74,7 +75,8 @@ def run(args, console):
         # deprecation notices dask's readers raise about pandas say nothing about the data
         warnings.filterwarnings("ignore", module=r"dask(\.|$)")
     check_output_target(args.out, overwrite=args.overwrite)
-    with stages(console, ["read"] * len(args.view) + ["fit", "scores", "write"], "hclstat fit") as step:
+    reads = ["read"] * len(args.view or [args.mudata])
+    with stages(console, reads + ["fit", "scores", "write"], "hclstat fit") as step:
         data = shared.load_data(args, console, step, chunked=chunked)
         hierarchy = shared.hierarchy_from_args(args, data)
         shared.check_max_rank(args.max_rank, data)

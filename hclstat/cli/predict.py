@@ -41,12 +41,12 @@ def parse_target(text):
     return path, column
 
 
-def read_target(text, data):
+def read_target(text, data, *, sep=None, encoding=None):
     """The outcome column aligned with the joined rows (NaN where unknown)."""
     from ..io import read_table
 
     path, column = parse_target(text)
-    table = read_table(path, id_column=data.join.id_column, name="target")
+    table = read_table(path, id_column=data.join.id_column, name="target", sep=sep, encoding=encoding)
     if column not in table.columns:
         raise CLIError(f"--target: column {column!r} not found in {path}; its columns are {list(table.columns)[:10]}")
     y = table[column]
@@ -134,7 +134,7 @@ def run(args, console):
     check_output_target(args.out, overwrite=args.overwrite)
     with stages(console, ["read"] * len(args.view) + ["fit", "predict", "write"], "hclstat predict") as step:
         data = shared.load_data(args, console, step)
-        y_raw = read_target(args.target, data)
+        y_raw = read_target(args.target, data, sep=args.sep, encoding=args.encoding)
         y, task, classes = encode_target(y_raw, args.task)
         labelled = ~np.isnan(y)
         if labelled.sum() < MIN_ROWS:

@@ -12,7 +12,7 @@ import json
 import time
 
 from .._version import __version__
-from .base import CLIError, UsageError, parse_preprocessing, parse_types, parse_views
+from .base import _NAME, CLIError, UsageError, one_line, parse_preprocessing, parse_types, parse_views
 
 
 def import_attr(module, attr, what):
@@ -58,7 +58,8 @@ def make_estimator(args, hierarchy=None):
                           "the StructuredFactorAnalysis estimator is")
         return construct(SFA, hierarchy=hierarchy, **common)
     HCL = import_attr("hclstat.estimators.hcl", "HCL", "the HCL estimator is")
-    types = parse_types(getattr(args, "types", None), [v.partition("=")[0].strip() for v in getattr(args, "view", None) or []])
+    mods = getattr(args, "modalities", None) or [v.partition("=")[0].strip() for v in getattr(args, "view", None) or []]
+    types = parse_types(getattr(args, "types", None), mods)
     return construct(HCL, hierarchy=hierarchy, max_rank=args.max_rank, types=types, **common)
 
 
@@ -73,15 +74,52 @@ def check_estimator_args(args):
             raise UsageError("--type applies to HCL only (structured factor analysis is linear-Gaussian)")
 
 
-def load_data(args, console, step, *, chunked=False):
-    """The joined, preprocessed views of ``--view``/``--prep`` (read in row chunks when ``chunked``)."""
+#: the ID column of the obs names of a ``--mudata`` file's modalities
+OBS_COLUMN = "obs_names"
+
+
+def _mudata_sources(args, chunked):
+    """``--mudata FILE``: its modalities as tables with their obs names in :data:`OBS_COLUMN`."""
     from .. import io as hio
 
-    sources = parse_views(args.view)
+    if args.view:
+        raise UsageError("give the modalities either as --mudata FILE or as --view NAME=FILE, not both")
+    if args.id:
+        raise UsageError("--mudata: rows are matched by the obs names of the modalities; drop --id")
+    if chunked:
+        raise UsageError("--chunks reads --view tables in row chunks; a --mudata file is read into memory "
+                         "(drop --chunks)")
+    try:
+        frames = hio.read_mudata(args.mudata, layer=args.layer)
+    except ImportError as exc:
+        raise CLIError(one_line(exc)) from None
+    for m, t in frames.items():
+        if not _NAME.match(m):
+            raise CLIError(f"--mudata: modality name {m!r} may only contain letters, digits, '_', '.' and '-' "
+                           "(it names output files); rename it in the MuData file")
+        if OBS_COLUMN in t.columns:
+            raise CLIError(f"--mudata: modality {m!r} has a variable named {OBS_COLUMN!r}, which names the obs "
+                           "column of the outputs; rename it")
+    return {m: t.rename_axis(OBS_COLUMN).reset_index() for m, t in frames.items()}, OBS_COLUMN
+
+
+def load_data(args, console, step, *, chunked=False):
+    """The joined, preprocessed views of ``--view``/``--prep`` (read in row chunks when ``chunked``),
+    or of the modalities of ``--mudata``."""
+    from .. import io as hio
+
+    if getattr(args, "mudata", None):
+        sources, id_column = _mudata_sources(args, chunked)
+    else:
+        if getattr(args, "layer", None):
+            raise UsageError("--layer applies to --mudata only")
+        sources, id_column = parse_views(args.view), args.id
+    args.modalities = list(sources)
     prep = parse_preprocessing(args.prep, list(sources))
     if args.join is None:  # the default of every command: keep every sample
         args.join = "outer"
-    options = {"id_column": args.id, "join": args.join, "preprocessing": prep, "progress": lambda msg: step(msg)}
+    options = {"id_column": id_column, "join": args.join, "preprocessing": prep, "progress": lambda msg: step(msg),
+               "sep": args.sep, "encoding": args.encoding}
     if chunked:
         data = hio.load_views_chunked(sources, chunk_rows=args.chunks, **options)
     else:

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..preprocess import DataWarning, ModalityPreprocessor, Preprocessing, _names, check_columns, check_non_numeric
+from ..preprocess import DataWarning, ModalityPreprocessor, Preprocessing, _names, check_columns, check_non_numeric, \
+    out_of_range_error
 from .join import MIN_ROWS, JoinReport, MultiViewData, _check_equal_rows, _check_sources
-from .read import _check_source, _first_line, _id_index, _show_ids
+from .read import _check_encoding, _check_sep, _check_source, _decode_error, _first_line, _head_lines, _id_index, _resolve_sep, \
+    _show_ids
 
 __all__ = ["ChunkedViewData", "load_views_chunked"]
 
@@ -61,7 +63,7 @@ def _compressed(path):
     return path.name.lower().endswith((".gz", ".bz2", ".xz", ".zip"))
 
 
-def _open_chunked(path, *, chunk_rows, id_column, name):
+def _open_chunked(path, *, chunk_rows, id_column, name, sep=None, encoding="utf-8"):
     """A lazy ``dask.dataframe`` of one table, partitioned into about ``chunk_rows`` rows."""
     import dask.dataframe as dd
 
@@ -93,8 +95,9 @@ def _open_chunked(path, *, chunk_rows, id_column, name):
                     f"{label}{path} is compressed and cannot be split into row chunks; decompress it or "
                     "convert it to Parquet (or read it in memory, without --chunks)"
                 )
-            sep = "\t" if kind == "tsv" else ","
-            head = pd.read_csv(path, sep=sep, nrows=1000, dtype={id_column: str} if id_column else None)
+            sep = _resolve_sep(path, kind, sep, _head_lines(path, encoding), label)
+            head = pd.read_csv(path, sep=sep, nrows=1000, dtype={id_column: str} if id_column else None,
+                               encoding=encoding)
             with open(path, "rb") as fh:
                 block = fh.read(1 << 20)
             bytes_per_row = len(block) / max(block.count(b"\n"), 1)
@@ -105,11 +108,13 @@ def _open_chunked(path, *, chunk_rows, id_column, name):
             if id_column:
                 dtype[id_column] = "object"
             frame = dd.read_csv(path, sep=sep, blocksize=max(int(chunk_rows * bytes_per_row), 1 << 10),
-                                dtype=dtype, sample=1 << 20)
+                                dtype=dtype, sample=1 << 20, encoding=encoding)
             columns = [str(c) for c in head.columns]
     except pd.errors.EmptyDataError:
         raise ValueError(f"{label}{path} is empty") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, ImportError) as exc:
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, encoding, label, exc) from None
+    except (OSError, pd.errors.ParserError, ImportError) as exc:
         raise ValueError(f"{label}cannot read {path} as {kind.upper()}: {_first_line(exc)}") from None
     if id_column is not None and id_column not in columns:
         raise ValueError(f"{label}ID column {id_column!r} not found in {path}; its columns are {_show_ids(columns, 8)}")
@@ -156,7 +161,8 @@ def _summarise_partition(part, id_column, onehot, log1p):
         obs = x[~np.isnan(x)]
         rec["count"] = int(obs.size)
         rec["mean"] = float(obs.mean()) if obs.size else 0.0
-        rec["m2"] = float(np.sum((obs - rec["mean"]) ** 2)) if obs.size else 0.0
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite spread is an error after the merge
+            rec["m2"] = float(np.sum((obs - rec["mean"]) ** 2)) if obs.size else 0.0
         rec["min"] = float(obs.min()) if obs.size else np.nan
         rec["max"] = float(obs.max()) if obs.size else np.nan
         out["columns"][key] = rec
@@ -245,6 +251,10 @@ def _chunked_preprocessor(name, spec, summaries, ids, columns):
     means = pd.Series([stats[c]["mean"] for c in kept], index=kept, dtype=np.float64)
     std = pd.Series([np.sqrt(stats[c]["m2"] / (stats[c]["count"] - 1)) if stats[c]["count"] > 1 else np.nan
                      for c in kept], index=kept, dtype=np.float64)
+    for c in kept:
+        if stats[c]["count"] > 1 and not (np.isfinite(means[c]) and np.isfinite(std[c]) and std[c] > 0):
+            # the in-memory path rescales such a column; merged chunk sums of squares cannot be
+            raise out_of_range_error(name, c, max(abs(stats[c]["min"]), abs(stats[c]["max"])), chunked=True)
     prep.means_ = means if prep.spec.center else pd.Series(0.0, index=kept)
     prep.scales_ = std if prep.spec.scale else pd.Series(1.0, index=kept)
     observed = {c: stats[c]["count"] for c in kept}
@@ -252,7 +262,7 @@ def _chunked_preprocessor(name, spec, summaries, ids, columns):
 
 
 def load_views_chunked(sources, *, chunk_rows, id_column=None, join="inner", preprocessing=None,
-                       min_rows=MIN_ROWS, progress=None):
+                       min_rows=MIN_ROWS, progress=None, sep=None, encoding=None):
     """Read and preprocess one table per modality out of core, in row chunks.
 
     The out-of-core counterpart of :func:`load_views`: the same preprocessing
@@ -282,6 +292,8 @@ def load_views_chunked(sources, *, chunk_rows, id_column=None, join="inner", pre
     min_rows : int
     progress : callable, optional
         Called with a short message after each table is read.
+    sep, encoding : str, optional
+        Delimiter and text encoding of the CSV/TSV files, as in :func:`~hclstat.io.read_table`.
 
     Returns
     -------
@@ -291,6 +303,7 @@ def load_views_chunked(sources, *, chunk_rows, id_column=None, join="inner", pre
     import dask.array as da
 
     preprocessing = _check_sources(sources, preprocessing)
+    sep, encoding = _check_sep(sep), _check_encoding(encoding)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows: expected a positive integer, got {chunk_rows!r}")
     if join not in ("inner", "outer"):
@@ -300,13 +313,16 @@ def load_views_chunked(sources, *, chunk_rows, id_column=None, join="inner", pre
         if isinstance(src, pd.DataFrame):
             raise TypeError(f"modality {m!r}: reading in row chunks needs a file, got a DataFrame")
         path = Path(src)
-        frame = _open_chunked(path, chunk_rows=int(chunk_rows), id_column=id_column, name=m)
+        frame = _open_chunked(path, chunk_rows=int(chunk_rows), id_column=id_column, name=m, sep=sep,
+                              encoding=encoding)
         spec = Preprocessing.parse(preprocessing.get(m, Preprocessing()))
         parts = frame.to_delayed()
         try:
             summaries[m] = list(dask.compute(*[dask.delayed(_summarise_partition)(p, id_column, spec.onehot, spec.log1p)
                                                for p in parts]))
-        except (ValueError, TypeError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        except UnicodeDecodeError as exc:
+            raise _decode_error(path, encoding, f"modality {m!r}: ", exc) from None
+        except (ValueError, TypeError, OSError, pd.errors.ParserError) as exc:
             raise ValueError(f"modality {m!r}: cannot read {path} in row chunks: {_first_line(exc)}") from None
         frames[m] = (path, frame, spec)
         rows[m] = int(sum(s["rows"] for s in summaries[m]))

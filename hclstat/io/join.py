@@ -314,7 +314,8 @@ class MultiViewData:
         return "\n".join(lines)
 
 
-def load_views(sources, *, id_column=None, join="outer", preprocessing=None, min_rows=MIN_ROWS, progress=None):
+def load_views(sources, *, id_column=None, join="outer", preprocessing=None, min_rows=MIN_ROWS, progress=None,
+               sep=None, encoding=None):
     """Read, join and preprocess one table per modality.
 
     Parameters
@@ -334,6 +335,8 @@ def load_views(sources, *, id_column=None, join="outer", preprocessing=None, min
         Fewest joined rows accepted, and (outer join) fewest rows of any modality.
     progress : callable, optional
         Called with a short message after each table is read (e.g. a progress bar update).
+    sep, encoding : str, optional
+        Delimiter and text encoding of the CSV/TSV files (default: sniffed, UTF-8); see :func:`read_table`.
 
     Returns
     -------
@@ -355,7 +358,7 @@ def load_views(sources, *, id_column=None, join="outer", preprocessing=None, min
             if t.shape[0] == 0 or t.shape[1] == 0:
                 raise ValueError(f"modality {m!r}: the table is empty")
         else:
-            t = read_table(src, id_column=id_column, name=m)
+            t = read_table(src, id_column=id_column, name=m, sep=sep, encoding=encoding)
         tables[m] = t
         if progress is not None:
             progress(f"read {m}")

@@ -109,9 +109,11 @@ def compute_moments(views, *, ddof=1, modalities=None):
         import dask.array as da
 
         X = da.concatenate([da.asarray(a) for a in arrays.values()], axis=1)
-        cov, means, counts, n = _moments_dask(X, ddof)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # checked below
+            cov, means, counts, n = _moments_dask(X, ddof)
     else:
-        cov, means, counts, n = _moments_numpy([arrays[m] for m in mods], ddof)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            cov, means, counts, n = _moments_numpy([arrays[m] for m in mods], ddof)
     if counts is not None:
         few = np.argwhere(counts <= ddof)
         if few.size:
@@ -122,7 +124,47 @@ def compute_moments(views, *, ddof=1, modalities=None):
                 f"observed together in only {counts[i, j]} rows; their covariance is undefined. "
                 "Drop one of them or supply more complete rows"
             )
+    _check_representable(cov, means, arrays, names)
     return Moments(mods, dims, cov, int(n), means, counts, names)
+
+
+def _column_range(x):
+    """``(largest |value|, whether the values differ)`` of one column over its observed entries."""
+    if is_dask_array(x):
+        import dask
+        import dask.array as da
+
+        lo, hi, big = dask.compute(da.nanmin(x), da.nanmax(x), da.nanmax(abs(x)))
+    else:
+        lo, hi, big = np.nanmin(x), np.nanmax(x), np.nanmax(np.abs(x))
+    return float(big), bool(hi > lo)
+
+
+def _check_representable(cov, means, arrays, names):
+    """A variance or mean that float64 cannot hold is an error naming the column, never inf/NaN moments.
+
+    Squares of values beyond about 1e154 overflow (the variance becomes inf or
+    NaN) and those below about 1e-154 underflow (a varying column gets
+    variance 0, which reads as a constant column).
+    """
+    var = np.diag(cov)
+    suspect = np.flatnonzero(~np.isfinite(var) | ~np.isfinite(means) | (var <= np.finfo(np.float64).tiny))
+    start = 0
+    for m, x in arrays.items():
+        p = x.shape[1]
+        for i in suspect[(suspect >= start) & (suspect < start + p)]:
+            largest, varies = _column_range(x[:, i - start])
+            if np.isfinite(var[i]) and np.isfinite(means[i]) and not varies:
+                continue  # a constant column: the estimators say so
+            how, what = ("large", "overflow") if largest >= 1.0 else ("small", "underflow")
+            nm = names.get(m)
+            raise ValueError(
+                f"modality {m!r}: column {i - start}{f' ({nm[i - start]!r})' if nm else ''} has values too {how} "
+                f"for the second moments in float64 (largest |value| {largest:.3g}: their squares {what}, so its "
+                f"variance would be {var[i]:g}); rescale it (e.g. by a power of ten, or standardise it: "
+                "the default preprocessing of hclstat.io.load_views and the command line)"
+            )
+        start += p
 
 
 def moments_from_covariance(covariance, dims, n_samples, *, means=None):
