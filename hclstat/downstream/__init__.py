@@ -93,7 +93,9 @@ new outcome model is a new module beside them.
 from .base import OUTCOME_MODEL_METHODS, POST_SELECTION_CAVEAT, BaseHCLPredictor
 from .classification import HCLClassifier
 from .regression import HCLRegressor
+from .survival import HCLSurvival, concordance_index
 from .risk import _true_posterior, excess_risk
 
-__all__ = ["HCLRegressor", "HCLClassifier", "excess_risk", "POST_SELECTION_CAVEAT", "BaseHCLPredictor",
+__all__ = ["HCLRegressor", "HCLClassifier", "HCLSurvival", "concordance_index", "excess_risk",
+           "POST_SELECTION_CAVEAT", "BaseHCLPredictor",
            "OUTCOME_MODEL_METHODS"]
