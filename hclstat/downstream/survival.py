@@ -17,7 +17,8 @@ __all__ = ["HCLSurvival", "concordance_index"]
 
 def _check_time(time, n):
     time = check_outcome_shape(time, n, "time")
-    if time.dtype == object or not np.issubdtype(time.dtype, np.number) or np.issubdtype(time.dtype, np.complexfloating):
+    kind = time.dtype
+    if kind == object or not np.issubdtype(kind, np.number) or np.issubdtype(kind, np.complexfloating):
         raise ValueError(f"time: expected real numbers, got dtype {time.dtype}")
     time = time.astype(np.float64)
     bad = ~(np.isfinite(time) & (time > 0))
@@ -42,7 +43,7 @@ def _check_event(event, n):
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"event: expected 0 (censored) or 1 (event), got {event[i]!r} at position {i} "
+            f"event: expected 0 (censored) or 1 (event), got {event[i].item()!r} at position {i} "
             f"({int(bad.sum())} invalid in all)"
         )
     return ev
@@ -80,15 +81,14 @@ def concordance_index(time, event, risk):
     -------
     float
     """
-    n = np.shape(risk)[0] if np.ndim(risk) else 0
-    y = _check_survival_outcome(time, event, n)
-    risk = np.asarray(risk, dtype=np.float64).reshape(-1)
+    risk = check_outcome_shape(risk, np.size(risk), "risk").astype(np.float64)
+    y = _check_survival_outcome(time, event, risk.size)
     if not np.all(np.isfinite(risk)):
         raise ValueError(f"risk: expected finite values, got a non-finite one at position "
                          f"{int(np.flatnonzero(~np.isfinite(risk))[0])}")
     concordant, tied, comparable = concordance_counts(y[:, 0], y[:, 1], risk)
     if comparable == 0:
-        raise ValueError("time, event: no comparable pair (every event is tied with all later times)")
+        raise ValueError("time, event: no comparable pair (a pair needs an event and a row still at risk at its time)")
     return (concordant + 0.5 * tied) / comparable
 
 
@@ -195,6 +195,8 @@ class HCLSurvival(BaseHCLPredictor):
 
     def _cv_labels(self, y):
         event = y[:, 1].astype(np.int64)
+        if hasattr(self.cv, "split"):
+            return event
         # stratify on the event only when every fold can get a censored row too
         return event if (event == 0).sum() >= self.cv else np.zeros_like(event)
 
