@@ -296,3 +296,17 @@ def test_bad_input_errors(design):
         empty.summary_frame()
     with pytest.warns(ConvergenceWarning, match="hit max_iter=1"):
         HCLSurvival(rep, max_iter=1, tol=1e-14, criterion="bic", n_lambdas=5).fit(views, time, event)
+
+
+def test_phreg_refit_is_computed_on_first_access(design):
+    model, rep = design
+    views, time, event = _survival(model, 300, 13)
+    surv = HCLSurvival(rep, criterion="bic")
+    assert not hasattr(surv, "refit_results_")
+    surv.fit(views, time, event)
+    assert surv.__dict__["_refit_pending"] is not None  # fit did not run PHReg
+    res = surv.refit_results_
+    assert surv.__dict__["_refit_pending"] is None and surv.refit_results_ is res
+    assert list(res.model.exog_names) == list(surv.summary_frame().index)
+    surv.fit(*_survival(model, 300, 14))  # a new fit replaces the pending refit
+    assert surv.refit_results_ is not res

@@ -138,7 +138,9 @@ class HCLSurvival(BaseHCLPredictor):
     intercept_ : float
         Always 0.
     refit_results_ : statsmodels ``PHRegResults`` or None
-        None when no structure is selected.
+        None when no structure is selected. Computed on first access (PHReg
+        loops over the distinct event times in Python: about 8 s at
+        ``m = 20,000``, against about 3 s for the rest of the fit).
     baseline_times_ : ndarray
         Distinct event times of the labelled sample.
     baseline_cumulative_hazard_ : ndarray
@@ -173,7 +175,11 @@ class HCLSurvival(BaseHCLPredictor):
         -------
         self
         """
-        super().fit(views, (time, event), unlabeled_views)
+        self._deferring = True
+        try:
+            super().fit(views, (time, event), unlabeled_views)
+        finally:
+            self._deferring = False
         eta = self.decision_function(views)
         self._fit_baseline(eta, self._outcome)
         del self._outcome
@@ -232,7 +238,27 @@ class HCLSurvival(BaseHCLPredictor):
     def _bic(y, eta, df, m):
         return -2.0 * cox_partial_loglik(eta, y[:, 0], y[:, 1]) + df * np.log(y[:, 1].sum())
 
+    @property
+    def refit_results_(self):
+        pending = self.__dict__.get("_refit_pending")
+        if pending is not None:
+            self.__dict__["_refit_results"] = self._phreg(*pending)
+            self.__dict__["_refit_pending"] = None
+        if "_refit_results" not in self.__dict__:
+            raise AttributeError("refit_results_: not fitted yet; call fit first")
+        return self.__dict__["_refit_results"]
+
+    @refit_results_.setter
+    def refit_results_(self, value):
+        self.__dict__["_refit_results"] = value
+
     def _statsmodels_refit(self, Zp, y, support):
+        if getattr(self, "_deferring", False):  # the refit of fit(): computed when first asked for
+            self.__dict__["_refit_pending"] = (Zp, y, support)
+            return None
+        return self._phreg(Zp, y, support)
+
+    def _phreg(self, Zp, y, support):
         if not support.any():
             return None
         from statsmodels.duration.hazard_regression import PHReg
@@ -248,7 +274,7 @@ class HCLSurvival(BaseHCLPredictor):
                 f"HCLSurvival: the statsmodels PHReg refit failed ({type(exc).__name__}: {exc}); "
                 "summary() is unavailable (often too few events for the selected components)",
                 EstimationWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
             return None
 
