@@ -139,8 +139,9 @@ class HCLSurvival(BaseHCLPredictor):
         Always 0.
     refit_results_ : statsmodels ``PHRegResults`` or None
         None when no structure is selected. Computed on first access (PHReg
-        loops over the distinct event times in Python: about 8 s at
-        ``m = 20,000``, against about 3 s for the rest of the fit).
+        loops over the distinct event times in Python: measured 1.7 s at
+        ``m = 20,000``, against 0.8 s for the whole BIC fit and 6 s for the
+        5-fold CV fit).
     baseline_times_ : ndarray
         Distinct event times of the labelled sample.
     baseline_cumulative_hazard_ : ndarray
