@@ -9,7 +9,7 @@ from .estimators.arrays import ColumnViews
 from .estimators.base import ModelRepresentation
 from .estimators.hcl import HCL
 from .estimators.sfa import StructuredFactorAnalysis
-from .downstream import HCLClassifier, HCLRegressor
+from .downstream import HCLClassifier, HCLRegressor, HCLSurvival
 from . import baselines, metrics
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "ColumnViews",
     "HCLRegressor",
     "HCLClassifier",
+    "HCLSurvival",
     "baselines",
     "metrics",
     "ConvergenceWarning",

@@ -4,6 +4,7 @@ The outcome model is::
 
     y = b0 + sum_S z_S^T beta_S + eps                      (continuous)
     P(y = 1 | z) = sigmoid(b0 + sum_S z_S^T beta_S)         (binary)
+    h(t | z) = h0(t) exp(sum_S z_S^T beta_S)                (time to event, Cox)
 
 with only some structures ``S`` task-relevant (``beta_S != 0``). The latents are
 not observed: a *representation* (an HCL, StructuredFactorAnalysis or any
@@ -48,12 +49,20 @@ the same predictor in the population). Coefficients of an *estimated*
 representation are in its basis of each structure (identified up to a rotation
 within the structure); selection and ``||beta_S||`` do not depend on that basis.
 
-For a binary outcome no Gram correction applies. With posterior scores,
+For a binary outcome (and a time to event) no Gram correction applies. With posterior scores,
 ``P(y = 1 | x) = E[sigmoid(eta) | x]`` with ``eta | x`` Gaussian, so the
 logistic fit on ``zt`` estimates approximately
 ``beta / sqrt(1 + pi/8 * beta^T M^{-1} beta)`` (probit approximation): the
 coefficients are mildly attenuated, the predicted probabilities are right to
 that approximation.
+
+For a time to event (:class:`HCLSurvival`) the group lasso minimises
+``-(1/m)`` times Breslow's partial log-likelihood (censored rows, tied times;
+no intercept), the refit is the unpenalised Cox fit with statsmodels ``PHReg``
+inference and hazard ratios, and ``score`` is Harrell's concordance index
+(:func:`concordance_index`). As for the binary outcome, posterior scores give
+mildly attenuated coefficients (the hazard given ``x`` mixes over
+``eta | x``), while the ranking of rows is that of ``E[z | x]^T beta``.
 
 Tuning rule
 -----------
@@ -70,7 +79,11 @@ representation is unsupervised (it never sees ``y``), so it is fitted once.
 ``criterion="bic"`` (the classifier's default, see :class:`HCLClassifier`):
 on the full sample, ``m log(RSS/m) + df log m`` (regression) or
 ``2 m logloss + df log m`` (classifier) of the refit of each selected set,
-``df`` = number of selected components + 1; the smallest wins.
+``df`` = number of selected components + 1; the smallest wins. For the Cox
+model the CV loss is the cross-validated partial likelihood of Verweij and van
+Houwelingen, ``-(l(b_{-k}) - l_{-k}(b_{-k}))`` per event of fold ``k``
+(folds stratified on the event), and BIC is ``-2 log PL + df log(#events)``
+with ``df`` = number of selected components.
 
 Measured on the design of the tests (three modalities, six rank-2 structures,
 two relevant, oracle representation; 40 fits per ``m``), regression: refit-CV
@@ -83,9 +96,10 @@ Layout
 ------
 :mod:`~hclstat.downstream.base` holds what every outcome model shares
 (validation, representation, scores, groups, the path, cross-validation, BIC,
-refit summaries); :mod:`~hclstat.downstream.regression` and
-:mod:`~hclstat.downstream.classification` are the two outcome models, each a
-subclass supplying :data:`~hclstat.downstream.base.OUTCOME_MODEL_METHODS`;
+refit summaries); :mod:`~hclstat.downstream.regression`,
+:mod:`~hclstat.downstream.classification` and :mod:`~hclstat.downstream.survival`
+are the outcome models, each a subclass supplying
+:data:`~hclstat.downstream.base.OUTCOME_MODEL_METHODS`;
 :mod:`~hclstat.downstream.risk` computes excess risks under a known model. A
 new outcome model is a new module beside them.
 """
@@ -93,7 +107,9 @@ new outcome model is a new module beside them.
 from .base import OUTCOME_MODEL_METHODS, POST_SELECTION_CAVEAT, BaseHCLPredictor
 from .classification import HCLClassifier
 from .regression import HCLRegressor
+from .survival import HCLSurvival, concordance_index
 from .risk import _true_posterior, excess_risk
 
-__all__ = ["HCLRegressor", "HCLClassifier", "excess_risk", "POST_SELECTION_CAVEAT", "BaseHCLPredictor",
+__all__ = ["HCLRegressor", "HCLClassifier", "HCLSurvival", "concordance_index", "excess_risk",
+           "POST_SELECTION_CAVEAT", "BaseHCLPredictor",
            "OUTCOME_MODEL_METHODS"]

@@ -50,20 +50,20 @@ OUTCOME_MODEL_METHODS = (
 )
 
 
-def check_outcome_shape(y, n):
-    """The outcome as a 1-D ndarray of ``n`` values (a Series, a DataFrame or one column accepted)."""
+def check_outcome_shape(y, n, name="y"):
+    """The outcome ``name`` as a 1-D ndarray of ``n`` values (a Series, a DataFrame or one column accepted)."""
     if y is None:
-        raise ValueError("y: expected an outcome array, got None")
+        raise ValueError(f"{name}: expected an outcome array, got None")
     if isinstance(y, (pd.Series, pd.DataFrame)):
         y = y.to_numpy()
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError(f"y: expected a 1-D array of shape (n_samples,), got shape {y.shape}")
+        raise ValueError(f"{name}: expected a 1-D array of shape (n_samples,), got shape {y.shape}")
     if y.shape[0] != n:
         raise ValueError(
-            f"y: expected {n} values (one per row of views), got {y.shape[0]}; "
+            f"{name}: expected {n} values (one per row of views), got {y.shape[0]}; "
             "align the outcome with the rows of the views"
         )
     return y
@@ -108,10 +108,16 @@ class BaseHCLPredictor(BaseEstimator):
     and may override ``_heldout_outcome`` (outcome of held-out rows for
     :meth:`summary`; default ``_check_outcome``), ``_corrects_measurement_error``
     (default False: no Gram correction, see :mod:`hclstat.downstream`),
-    ``_default_splitter`` (default ``KFold``) and ``_cv_labels`` (what the
-    splitter stratifies on; default ``y``). :data:`OUTCOME_MODEL_METHODS` lists
+    ``_default_splitter`` (default ``KFold``), ``_cv_labels`` (what the
+    splitter stratifies on; default ``y``) and ``_fold_loss`` (the validation
+    loss of a fold given the linear predictors of *all* rows; default
+    ``_loss`` on the validation rows), and set ``_fits_intercept = False``
+    when the model has no intercept (BIC then counts only the components). :data:`OUTCOME_MODEL_METHODS` lists
     the required names; ``fit`` says which are missing.
     """
+
+    #: whether the outcome model has an intercept (counted as a parameter by BIC)
+    _fits_intercept = True
 
     # ------------------------------------------------------------ params
     def _store_params(self, arguments):
@@ -368,9 +374,13 @@ class BaseHCLPredictor(BaseEstimator):
                     b0, b = cache[key]
                 else:
                     b0, b = pb0[i], pb[i]
-                fold[i] = self._loss(y[val], self._linear(Zp[val], b0, b))
+                fold[i] = self._fold_loss(y, self._linear(Zp, b0, b), train, val)
             losses.append(fold)
         return np.column_stack(losses)
+
+    def _fold_loss(self, y, eta, train, val):
+        """Validation loss of one fold from the linear predictors ``eta`` of all rows."""
+        return self._loss(y[val], eta[val])
 
     def _bic_path(self, prob, path_b, y):
         m = y.shape[0]
@@ -381,7 +391,7 @@ class BaseHCLPredictor(BaseEstimator):
             if key not in cache:
                 b0, b = self._refit(prob, support)
                 eta = self._linear(prob["Zp"], b0, b)
-                cache[key] = self._bic(y, eta, int(support.sum()) + 1, m)
+                cache[key] = self._bic(y, eta, int(support.sum()) + int(self._fits_intercept), m)
             out[i] = cache[key]
         return out
 
@@ -444,12 +454,15 @@ class BaseHCLPredictor(BaseEstimator):
         title = f"{type(self).__name__}: refit on the selected structures"
         smry = res.summary(alpha=alpha, title=title)
         names = ", ".join(self.hierarchy_.name(s) for s in self.selected_structures_) or "none"
-        smry.add_extra_txt(
-            [
-                f"Selected structures: {names} (lambda = {self.lambda_:.4g}, criterion = {self.criterion}).",
-                ("Inference on held-out rows (sample splitting)." if views is not None else POST_SELECTION_CAVEAT),
-            ]
-        )
+        notes = [
+            f"Selected structures: {names} (lambda = {self.lambda_:.4g}, criterion = {self.criterion}).",
+            ("Inference on held-out rows (sample splitting)." if views is not None else POST_SELECTION_CAVEAT),
+        ]
+        if hasattr(smry, "add_extra_txt"):
+            smry.add_extra_txt(notes)
+        else:  # a summary2 table (PHReg)
+            for note in notes:
+                smry.add_text(note)
         return smry
 
     def summary_frame(self, views=None, y=None, alpha=0.05):
