@@ -1,4 +1,4 @@
-"""Reading scverse ``MuData`` (:func:`hclstat.io.read_mudata`, ``hclstat fit --mudata``)."""
+"""Reading scverse ``MuData`` (:func:`hclstat.io.from_mudata`, ``hclstat fit --mudata``)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from hclstat import cli
 from hclstat.estimators.hcl import HCL
 from hclstat.hierarchy import Hierarchy
 from hclstat.io import mudata as hmu
-from hclstat.io import read_mudata
+from hclstat.io import from_mudata, to_mudata
 from hclstat.metrics import pattern_scores
 from hclstat.model import d1_model
 from hclstat.moments import compute_moments
 from hclstat.preprocess import DataWarning
 
-ad = pytest.importorskip("anndata")
-md = pytest.importorskip("mudata")
-sparse = pytest.importorskip("scipy.sparse")
+import anndata as ad  # noqa: E402  (the test extra installs mudata and its anndata)
+import mudata as md  # noqa: E402
+import scipy.sparse as sparse  # noqa: E402
 
 N, SEED = 1000, 3
 
@@ -71,7 +71,7 @@ def d1_file(d1, tmp_path_factory):
 @pytest.mark.parametrize("source", ["object", "file"])
 def test_modalities_keep_their_own_obs(d1, d1_file, source):
     _, frames, mdata = d1
-    views = read_mudata(mdata if source == "object" else d1_file)
+    views = from_mudata(mdata if source == "object" else d1_file)
     assert list(views) == ["a", "b", "c"]
     for m, t in frames.items():
         got = views[m]
@@ -87,15 +87,15 @@ def test_modalities_and_layer_selection(rng):
     a = _adata(x, [f"o{i}" for i in range(12)], ["g0", "g1", "g2"], layers={"counts": 10 * x})
     b = _adata(rng.standard_normal((8, 2)), [f"o{i}" for i in range(8)], ["p0", "p1"], layers={"counts": np.ones((8, 2))})
     mdata = _mudata({"rna": a, "prot": b})
-    views = read_mudata(mdata, modalities=["prot", "rna"], layer="counts")
+    views = from_mudata(mdata, modalities=["prot", "rna"], layer="counts")
     assert list(views) == ["prot", "rna"]
     assert_allclose(views["rna"].to_numpy(), 10 * x)
-    assert list(read_mudata(mdata, modalities="rna")) == ["rna"]
+    assert list(from_mudata(mdata, modalities="rna")) == ["rna"]
     with pytest.raises(ValueError, match=r"modalities: expected some of the MuData's modalities \['rna', 'prot'\], "
                                          r"got \['atac'\]"):
-        read_mudata(mdata, modalities=["atac"])
+        from_mudata(mdata, modalities=["atac"])
     with pytest.raises(ValueError, match=r"modality 'rna': no layer 'raw'; its layers are \['counts'\]"):
-        read_mudata(mdata, layer="raw")
+        from_mudata(mdata, layer="raw")
 
 
 def test_sparse_matrix_is_densified_with_a_warning_above_the_limit(rng, monkeypatch):
@@ -104,43 +104,76 @@ def test_sparse_matrix_is_densified_with_a_warning_above_the_limit(rng, monkeypa
                      "b": _adata(x[:, :2].copy(), [f"o{i}" for i in range(20)], ["p", "q"])})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 100 entries: below the limit, no warning
-        assert_allclose(read_mudata(mdata)["a"].to_numpy(), x)
+        assert_allclose(from_mudata(mdata)["a"].to_numpy(), x)
     monkeypatch.setattr(hmu, "DENSIFY_WARNING_ENTRIES", 50)
     with pytest.warns(DataWarning, match=r"modality 'a': densifying sparse \.X of shape \(20, 5\)"):
-        read_mudata(mdata)
+        from_mudata(mdata)
 
 
 def test_duplicated_names_within_a_modality_are_errors(rng):
     obs = [f"o{i}" for i in range(6)]
     x = rng.standard_normal((6, 3))
     with pytest.raises(ValueError, match=r"duplicated var names in modality 'a': 'g' at positions 0, 2"):
-        read_mudata(_mudata({"a": _adata(x, obs, ["g", "h", "g"])}))
+        from_mudata(_mudata({"a": _adata(x, obs, ["g", "h", "g"])}))
     with pytest.raises(ValueError, match=r"modality 'a': duplicated obs names \['o1'\]"):
-        read_mudata(_mudata({"a": _adata(x, ["o0", "o1", "o2", "o3", "o4", "o1"], ["g", "h", "k"])}))
+        from_mudata(_mudata({"a": _adata(x, ["o0", "o1", "o2", "o3", "o4", "o1"], ["g", "h", "k"])}))
 
 
 def test_bad_sources(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"MuData file not found: .*none\.h5mu"):
-        read_mudata(tmp_path / "none.h5mu")
+        from_mudata(tmp_path / "none.h5mu")
     (tmp_path / "t.csv").write_text("x\n1\n")
     with pytest.raises(ValueError, match=r"expected a MuData \.h5mu file, got suffix '\.csv'"):
-        read_mudata(tmp_path / "t.csv")
+        from_mudata(tmp_path / "t.csv")
     (tmp_path / "bad.h5mu").write_text("not hdf5")
     with pytest.raises(ValueError, match=r"cannot read .*bad\.h5mu as MuData"):
-        read_mudata(tmp_path / "bad.h5mu")
+        from_mudata(tmp_path / "bad.h5mu")
     with pytest.raises(TypeError, match=r"path_or_mudata: expected a MuData object or the path"):
-        read_mudata(3)
+        from_mudata(3)
     monkeypatch.setitem(sys.modules, "mudata", None)  # as if not installed
     (tmp_path / "x.h5mu").write_text("")
     with pytest.raises(ImportError, match=r"reading MuData needs the mudata package .*pip install 'hclstat\[mudata\]'"):
-        read_mudata(tmp_path / "x.h5mu")
+        from_mudata(tmp_path / "x.h5mu")
 
 
 # ------------------------------------------------------------- fit end to end
+def test_round_trip_through_an_h5mu_file(d1, tmp_path):
+    # views with different row sets -> MuData -> .h5mu -> views: the same tables, rows and names
+    _, frames, _ = d1
+    frames = {m: t.copy() for m, t in frames.items()}
+    frames["a"].iloc[3, 2] = np.nan  # a missing entry of a present row stays missing
+    path = tmp_path / "out" / "views.h5mu"
+    mdata = to_mudata(frames, path)
+    assert list(mdata.mod) == list(frames) and path.exists()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+    for source in (mdata, path):
+        back = from_mudata(source)
+        assert list(back) == list(frames)
+        for m, t in frames.items():
+            assert list(back[m].index) == list(t.index) and list(back[m].columns) == list(t.columns)
+            assert_allclose(back[m].to_numpy(), t.to_numpy(), rtol=0, atol=0)
+    assert np.isnan(from_mudata(path)["a"].iloc[3, 2])
+    assert len(from_mudata(path)["b"]) < len(frames["a"])  # b's absent obs stay absent
+
+
+def test_to_mudata_errors(tmp_path):
+    ok = pd.DataFrame(np.ones((3, 2)), index=["x", "y", "z"], columns=["u", "v"])
+    with pytest.raises(TypeError, match="views: expected a non-empty dict"):
+        to_mudata({})
+    with pytest.raises(TypeError, match=r"views\['a'\]: expected a DataFrame"):
+        to_mudata({"a": np.ones((3, 2))})
+    with pytest.raises(ValueError, match=r"views\['a'\]: duplicated sample IDs"):
+        to_mudata({"a": ok.set_axis(["x", "x", "z"])})
+    with pytest.raises(ValueError, match=r"views\['a'\]: non-numeric columns \['v'\]"):
+        to_mudata({"a": ok.assign(v=["p", "q", "r"])})
+    with pytest.raises(ValueError, match="must end in .h5mu"):
+        to_mudata({"a": ok}, tmp_path / "views.csv")
+
+
 def test_fit_from_mudata_with_a_modality_missing_30_percent_of_its_obs(d1, d1_file):
     """HCL.fit outer-joins the modalities on their obs names: the absent rows are missing, not dropped."""
     model, frames, _ = d1
-    views = read_mudata(d1_file)
+    views = from_mudata(d1_file)
     n_b = len(views["b"])
     moments = compute_moments(views)
     assert moments.n_samples == N

@@ -90,7 +90,7 @@ def _mudata_sources(args, chunked):
         raise UsageError("--chunks reads --view tables in row chunks; a --mudata file is read into memory "
                          "(drop --chunks)")
     try:
-        frames = hio.read_mudata(args.mudata, layer=args.layer)
+        frames = hio.from_mudata(args.mudata, layer=args.layer)
     except ImportError as exc:
         raise CLIError(one_line(exc)) from None
     for m, t in frames.items():

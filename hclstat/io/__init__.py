@@ -28,7 +28,7 @@ Layout: :mod:`~hclstat.io.read` (one table and the checks on a source),
 from .chunked import ChunkedViewData, load_views_chunked
 from .events import EVENT_SUMMARIES, NUMERIC_SUMMARIES, event_features, numeric_features, outcome_within, time_to_event
 from .join import MIN_ROWS, JoinReport, MultiViewData, join_tables, load_views, missingness_table
-from .mudata import read_mudata
+from .mudata import from_mudata, to_mudata
 from .read import CSV_SUFFIXES, PARQUET_SUFFIXES, TSV_SUFFIXES, read_table
 from .write import (
     RUN_FILE,
@@ -47,7 +47,8 @@ __all__ = [
     "MultiViewData",
     "ChunkedViewData",
     "read_table",
-    "read_mudata",
+    "from_mudata",
+    "to_mudata",
     "load_views_chunked",
     "write_scores_chunked",
     "join_tables",

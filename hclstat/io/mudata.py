@@ -1,12 +1,15 @@
-"""Reading the modalities of scverse's ``MuData`` (``.h5mu``), as MOFA+ users keep them.
+"""The modalities of scverse's ``MuData`` (``.h5mu``), as MOFA+ users keep them: in and out.
 
 A ``MuData`` holds one ``AnnData`` per modality in ``.mod``, each with its
 own observations: a sample a modality was not measured on is simply not
-among its ``obs_names``. :func:`read_mudata` keeps it that way: each
+among its ``obs_names``. :func:`from_mudata` keeps it that way: each
 modality becomes a DataFrame of the rows it has, indexed by its obs names,
 so that :meth:`HCL.fit <hclstat.estimators.hcl.HCL.fit>` (and
 :func:`~hclstat.io.load_views`) join them on those names (an outer join:
 the rows a modality lacks are all-NaN there, block-missing, never imputed).
+:func:`to_mudata` goes the other way: views (DataFrames, each with the rows
+it has) become a ``MuData`` (optionally written to an ``.h5mu`` file), and
+``from_mudata(to_mudata(views))`` gives the views back.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pandas as pd
 from ..preprocess import DataWarning
 from .read import _check_unique_names, _show_ids
 
-__all__ = ["read_mudata", "DENSIFY_WARNING_ENTRIES", "MUDATA_SUFFIXES"]
+__all__ = ["from_mudata", "to_mudata", "DENSIFY_WARNING_ENTRIES", "MUDATA_SUFFIXES"]
 
 #: a sparse modality with more entries than this is densified with a DataWarning (8 bytes each: 80 MB)
 DENSIFY_WARNING_ENTRIES = 10_000_000
@@ -79,7 +82,7 @@ def _matrix(name, adata, layer):
                 f"modality {name!r}: densifying sparse {what} of shape ({n}, {p}) ({n * p * 8 / 1e6:.0f} MB as "
                 "float64); the moments need every entry (select fewer variables to use less memory)",
                 DataWarning,
-                stacklevel=3,  # the caller of read_mudata
+                stacklevel=3,  # the caller of from_mudata
             )
         x = x.toarray()
     x = np.asarray(x)
@@ -88,7 +91,7 @@ def _matrix(name, adata, layer):
     return x.astype(np.float64, copy=False)
 
 
-def read_mudata(path_or_mudata, *, modalities=None, layer=None):
+def from_mudata(path_or_mudata, *, modalities=None, layer=None):
     """The modalities of a ``MuData`` as the views of an estimator.
 
     Parameters
@@ -146,3 +149,70 @@ def read_mudata(path_or_mudata, *, modalities=None, layer=None):
         _check_unique_names(var, f"modality {m!r}", "", what="var names", where="in its var")
         out[m] = pd.DataFrame(_matrix(m, adata, layer), index=obs, columns=var)
     return out
+
+
+def to_mudata(views, path=None):
+    """Views as a ``MuData`` (one ``AnnData`` per modality), optionally written to ``path``.
+
+    Parameters
+    ----------
+    views : dict of str to pandas.DataFrame
+        Modality name -> table indexed by sample IDs (its obs names), columns
+        its variables. Each table holds the rows that modality has; a sample
+        absent from a modality is simply not in its index (NaN entries of a
+        present row stay NaN in ``.X``).
+    path : str or path-like, optional
+        Write the ``MuData`` to this ``.h5mu`` file (atomically: through a
+        temporary file in the same directory, renamed on success).
+
+    Returns
+    -------
+    mudata.MuData
+    """
+    if not isinstance(views, Mapping) or not views:
+        raise TypeError(f"views: expected a non-empty dict of modality name -> DataFrame, got "
+                        f"{type(views).__name__}")
+    mudata = _import_mudata()
+    import anndata
+
+    mods = {}
+    for m, table in views.items():
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"views[{m!r}]: expected a DataFrame indexed by sample IDs, got {type(table).__name__}")
+        obs = pd.Index(table.index.astype(str), name=None)
+        dup = obs[obs.duplicated()].unique()
+        if len(dup):
+            raise ValueError(f"views[{m!r}]: duplicated sample IDs {_show_ids(dup)}; each sample must appear once")
+        var = [str(c) for c in table.columns]
+        _check_unique_names(var, f"views[{m!r}]", "", what="column names", where="in its columns")
+        try:
+            x = table.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            bad = [str(c) for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+            raise ValueError(f"views[{m!r}]: non-numeric columns {bad[:5]}; MuData holds numbers") from None
+        mods[str(m)] = anndata.AnnData(X=x, obs=pd.DataFrame(index=obs), var=pd.DataFrame(index=var))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"mudata(\.|$)")
+        mdata = mudata.MuData(mods)
+    if path is not None:
+        _write_atomic(mdata, Path(path))
+    return mdata
+
+
+def _write_atomic(mdata, path):
+    if not path.name.lower().endswith(MUDATA_SUFFIXES):
+        raise ValueError(f"{path}: a MuData file must end in .h5mu")
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5mu", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"mudata(\.|$)")
+            mdata.write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
