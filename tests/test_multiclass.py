@@ -138,6 +138,33 @@ def test_path_warm_starts_match_single_solves(problem):
         assert_allclose(b0s[i], b0, atol=1e-7)
 
 
+def test_newton_refit_is_the_maximum_likelihood(problem):
+    import statsmodels.api as sm
+
+    X, Y, grp_ptr, grp_indices, w = problem
+    b0, B, n_iter, grad = mgl.multinomial_newton(X, Y, tol=1e-10)
+    assert grad <= 1e-10 and n_iter < 20
+    # statsmodels' MNLogit (baseline class 0) is an independent implementation of the same MLE
+    res = sm.MNLogit(Y.argmax(axis=1), np.column_stack([np.ones(X.shape[0]), X])).fit(disp=0, tol=1e-12)
+    full = np.vstack([b0, B])
+    assert_allclose(full[:, 1:] - full[:, :1], np.asarray(res.params), atol=1e-6)
+    # and the penalised solver at lambda = 0 (one unpenalised group) reaches the same point
+    ptr, idx = make_groups([X.shape[1]])
+    c0, Bf, _, _ = mgl.multinomial_group_lasso(X, Y, ptr, idx, np.ones(1), 0.0, tol=1e-10)
+    assert_allclose(Bf, B, atol=1e-7)
+    assert_allclose(c0, b0, atol=1e-7)
+
+
+def test_newton_under_separation_stops_quickly(rng):
+    # a class of one row is separable from the rest: no MLE; the gradient still goes flat fast
+    X = rng.standard_normal((80, 3))
+    y = (X[:, 0] > 0).astype(int)
+    y[np.argmax(X[:, 1])] = 2
+    _, B, n_iter, grad = mgl.multinomial_newton(X, mgl.one_hot(y, 3), tol=1e-7)
+    assert grad <= 1e-7 and n_iter <= 40
+    assert np.abs(B).max() > 10  # the coefficients of the separated class are large
+
+
 def test_kernel_input_errors(problem):
     X, Y, grp_ptr, grp_indices, w = problem
     with pytest.raises(ValueError, match="Y: expected one-hot rows"):
@@ -150,3 +177,197 @@ def test_kernel_input_errors(problem):
         mgl.multinomial_group_lasso(X, Y, grp_ptr, grp_indices, w, -1.0)
     with pytest.raises(ValueError, match="B0: expected shape"):
         mgl.multinomial_group_lasso(X, Y, grp_ptr, grp_indices, w, 0.1, B0=np.zeros(3))
+
+
+# -------------------------------------------------------------- estimator
+H = Hierarchy(dims={"a": 15, "b": 20, "c": 25},
+              ranks={("a", "b", "c"): 2, ("a", "b"): 2, ("b", "c"): 2, "a": 2, "b": 2, "c": 2})
+TRUE = {frozenset("abc"), frozenset("ab")}
+
+
+def _class_coefs(C):
+    """Softmax coefficients (one column per class) on the two relevant structures: each structure
+    moves the log-odds of class ``c`` along the unit direction at angle ``2 pi c / C`` (the second
+    structure's directions rotated by ``pi / C``), so every class is equally separable at any ``C``."""
+    angle = 2 * np.pi * np.arange(C) / C
+    return {("a", "b", "c"): np.vstack([np.cos(angle), np.sin(angle)]),
+            ("a", "b"): np.vstack([np.cos(angle + np.pi / C), np.sin(angle + np.pi / C)])}
+
+
+def _labelled(model, m, seed, C):
+    """Views and a softmax outcome ``y ~ Categorical(softmax(eta))``, ``eta_c = z^T beta_c`` (and ``eta``)."""
+    views, latents = model.sample(m, random_state=np.random.default_rng([seed, 1]))
+    coef = _class_coefs(C)
+    eta = np.column_stack([model.linear_predictor(latents, {s: b[:, c] for s, b in coef.items()})
+                           for c in range(C)])
+    return views, _softmax_labels(eta, np.random.default_rng([seed, 2])), eta
+
+
+def _design(noise):
+    model = HierarchicalModel.random(H, noise=noise, random_state=1)
+    return model, ModelRepresentation(model).fit()
+
+
+@pytest.fixture(scope="module")
+def design():
+    return _design(1.0)
+
+
+@pytest.fixture(scope="module")
+def sharp_design():
+    """Less noise: the latents are nearly determined by the views (Cov(z|x) small)."""
+    return _design(0.1)
+
+
+def _oracle_accuracies(model, C, n=20_000):
+    """Held-out sample and the accuracy of the true softmax on the latents and on the posterior means."""
+    views, y, eta = _labelled(model, n, 10**6, C)
+    mean, _ = _true_posterior(model, views)
+    coef = _class_coefs(C)
+    B = np.vstack([coef[("a", "b", "c")], coef[("a", "b")], np.zeros((8, C))])  # hierarchy component order
+    return views, y, np.mean(eta.argmax(axis=1) == y), np.mean((mean @ B).argmax(axis=1) == y)
+
+
+#: exact selection (the two relevant structures, nothing else) with the default rule (BIC), measured
+#: over 20 seeds per m with n_lambdas=20 on the noise-1 design: 19/20 at m = 150 (one miss of {a,b,c}),
+#: 20/20 at m = 200 and 300, for 3 and for 4 classes
+M_SELECT = 150
+
+
+def test_selects_the_relevant_structures(design):
+    model, rep = design
+    exact = 0
+    for seed in range(10):
+        views, y, _ = _labelled(model, M_SELECT, seed, 4)
+        clf = HCLClassifier(rep, n_lambdas=20, random_state=seed).fit(views, y)
+        exact += set(clf.selected_structures_) == TRUE
+        assert set(clf.selected_structures_) <= TRUE  # no false structure in any measured fit
+    assert exact >= 8, exact  # P(exact <= 7 of 10) = 0.01 at the measured rate 0.95
+
+
+def test_accuracy_close_to_the_oracle(sharp_design):
+    # measured over 20 seeds at m = 500: gap 0.6 points on average (1.4 at most) to the posterior-mean
+    # oracle, 2.0 to the true-latent oracle (1.4 of which is the irreducible Cov(z | x) of not seeing z)
+    model, rep = sharp_design
+    test_views, test_y, acc_latent, acc_scores = _oracle_accuracies(model, 4)
+    assert acc_latent - acc_scores < 0.025  # the design: the latents are nearly observed
+    views, y, _ = _labelled(model, 500, 3, 4)
+    clf = HCLClassifier(rep, n_lambdas=20, random_state=0).fit(views, y)
+    assert set(clf.selected_structures_) == TRUE
+    acc = clf.score(test_views, test_y)
+    assert acc_scores - 0.02 <= acc <= acc_scores + 0.005  # the issue's 2 points; the oracle is the upper end
+    assert acc >= acc_latent - 0.04
+
+
+@pytest.mark.slow
+def test_ten_classes(design):
+    # the issue's claim: 10 classes, the relevant structures, accuracy within 2 points of the oracle scores
+    model, rep = design
+    test_views, test_y, _, acc_scores = _oracle_accuracies(model, 10)
+    for seed in range(5):
+        views, y, _ = _labelled(model, 1000, seed, 10)
+        clf = HCLClassifier(rep, n_lambdas=20, random_state=seed).fit(views, y)
+        assert set(clf.selected_structures_) == TRUE
+        assert clf.score(test_views, test_y) >= acc_scores - 0.02
+
+
+def test_fitted_model_and_refit_inference(design):
+    model, rep = design
+    C = 3
+    views, codes, _ = _labelled(model, 600, 21, C)
+    names = np.array(["low", "high", "mid"])  # classes_ sorts them: high, low, mid
+    y = names[codes]
+    clf = HCLClassifier(rep, n_lambdas=20, random_state=0).fit(views, y)
+    assert list(clf.classes_) == ["high", "low", "mid"]
+    assert set(clf.selected_structures_) == TRUE
+    h = model.hierarchy
+    assert all(clf.coef_[s].shape == (h.rank(s), C) for s in h.structures)
+    assert all(np.all(clf.coef_[s] == 0) for s in h.structures if s not in TRUE)
+    assert clf.intercept_.shape == (C,) and abs(clf.intercept_.sum()) < 1e-10
+    assert clf.path_coefs_.shape == (20, 12, C) and np.all(clf.path_coefs_[0] == 0)
+    assert clf.lambda_path_[0] == pytest.approx(clf.lambda_max_)
+    # predictions: softmax of the decision function, columns in classes_ order
+    v2, c2, _ = _labelled(model, 400, 22, C)
+    eta = clf.decision_function(v2)
+    proba = clf.predict_proba(v2)
+    assert eta.shape == proba.shape == (400, C)
+    assert_allclose(proba, softmax(eta, axis=1), rtol=1e-12)
+    assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    assert np.all(clf.predict(v2) == clf.classes_[proba.argmax(axis=1)])
+    assert clf.score(v2, names[c2]) == pytest.approx(np.mean(clf.predict(v2) == names[c2]))
+    # the refit is MNLogit with baseline classes_[0]: its contrasts are ours
+    res = clf.refit_results_
+    assert type(res).__name__ == "MultinomialResultsWrapper"
+    full = np.vstack([clf.intercept_, np.concatenate([clf.coef_[s] for s in h.structures])[clf.support_]])
+    assert_allclose(np.asarray(res.params), full[:, 1:] - full[:, :1], atol=1e-4)
+    # BIC of the chosen set from statsmodels' log-likelihood, df = (components + 1)(C - 1)
+    k = int(clf.support_.sum())
+    assert clf.criterion_path_[clf.lambda_index_] == pytest.approx(-2 * res.llf + (k + 1) * (C - 1) * np.log(600),
+                                                                    rel=1e-8)
+    text = str(clf.summary())
+    assert "y=low" in text and "y=mid" in text and "MNLogit" in text and "Post-selection inference" in text
+    frame = clf.summary_frame()
+    assert frame.index.names == ["class", "term"]
+    assert list(frame.index.get_level_values("class").unique()) == ["low", "mid"]
+    assert list(frame.columns) == ["structure", "component", "coef", "std_err", "ci_low", "ci_high", "p_value"]
+    assert_allclose(frame.loc["mid", "coef"].to_numpy(), np.asarray(res.params)[:, 1])
+    assert_allclose(frame.loc["low", "std_err"].to_numpy(), np.asarray(res.bse)[:, 0])
+    lo, hi = frame["ci_low"].to_numpy(), frame["ci_high"].to_numpy()
+    assert np.all(lo < frame["coef"].to_numpy()) and np.all(frame["coef"].to_numpy() < hi)
+    # held-out rows: inference by sample splitting on the same selected set
+    held = clf.summary_frame(v2, names[c2])
+    assert list(held.index) == list(frame.index) and not np.allclose(held["coef"], frame["coef"])
+    with pytest.raises(ValueError, match=r"y: labels \['other'\] were not seen in fit"):
+        clf.summary_frame(v2, np.where(c2 == 0, "other", names[c2]))
+    with pytest.raises(ValueError, match="y: the held-out rows have no row of class 'mid'"):
+        clf.summary_frame(v2, np.where(names[c2] == "mid", "low", names[c2]))
+
+
+def test_cross_validation_criterion(design):
+    model, rep = design
+    views, y, _ = _labelled(model, 400, 31, 4)
+    clf = HCLClassifier(rep, criterion="cv", n_lambdas=15, random_state=0).fit(views, y)
+    assert clf.cv_scores_.shape == (15, 5) and np.all(np.isfinite(clf.cv_scores_))
+    assert_allclose(clf.criterion_path_, clf.cv_scores_.mean(axis=1))
+    # the chosen model predicts better than the class frequencies (their log-loss is the entropy)
+    freq = np.bincount(y) / y.size
+    assert clf.criterion_path_[clf.lambda_index_] < -np.sum(freq * np.log(freq)) - 0.05
+    assert set(clf.selected_structures_) == TRUE
+    mins = HCLClassifier(rep, criterion="cv", cv_rule="min", n_lambdas=15, random_state=0).fit(views, y)
+    assert mins.lambda_ <= clf.lambda_
+    assert mins.lambda_index_ == int(np.argmin(mins.criterion_path_))
+
+
+def test_separated_refit_warns(design):
+    model, rep = design
+    views, y, _ = _labelled(model, 80, 41, 3)
+    y[5] = 3  # a class with a single member: its refit coefficients run off to infinity
+    with pytest.warns(EstimationWarning, match=r"MNLogit refit failed .* the rarest, 3, has 1 of 80"):
+        clf = HCLClassifier(rep, n_lambdas=10).fit(views, y)
+    assert clf.refit_results_ is None
+    with pytest.raises(ValueError, match="summary: the refit could not be computed"):
+        clf.summary()
+    assert clf.predict_proba(views).shape == (80, 4)  # predictions still work
+
+
+def test_bad_input_errors(design):
+    model, rep = design
+    views, y, _ = _labelled(model, 60, 2, 3)
+    rare = y.copy()
+    rare[rare == 2] = 1
+    rare[0] = 2
+    with pytest.raises(ValueError, match=r"cv=5: class 2 has only 1 row\(s\); stratified 5-fold"):
+        HCLClassifier(rep, criterion="cv").fit(views, rare)
+    with pytest.raises(ValueError, match="y: NaN or infinite label at position 3"):
+        HCLClassifier(rep).fit(views, np.where(np.arange(60) == 3, np.nan, y))
+    labels = np.array(["a", "b", "c"], dtype=object)[y]
+    labels[4] = None
+    with pytest.raises(ValueError, match="y: missing label at position 4"):
+        HCLClassifier(rep).fit(views, labels)
+    with pytest.raises(ValueError, match=r"y: expected class labels .* got a one-hot matrix of shape \(60, 3\)"):
+        HCLClassifier(rep).fit(views, mgl.one_hot(y, 3))
+    with pytest.raises(ValueError, match="modality 'a': expected a 2-D array"):
+        HCLClassifier(rep).fit({**views, "a": views["a"][:, 0]}, y)
+    clf = HCLClassifier(rep, n_lambdas=5).fit(views, y)
+    with pytest.raises(ValueError, match="views: expected modalities"):
+        clf.predict_proba({"a": views["a"], "b": views["b"]})

@@ -22,11 +22,11 @@ from scipy.special import logsumexp, softmax
 from sklearn.model_selection import StratifiedKFold
 
 from ..exceptions import EstimationWarning
-from ..kernels.group_lasso import make_groups
 from ..kernels.multinomial_group_lasso import (
     multinomial_group_lasso,
     multinomial_group_lasso_path,
     multinomial_lambda_max,
+    multinomial_newton,
     one_hot,
 )
 
@@ -44,7 +44,7 @@ def multinomial_splitter(est, y, seed):
     k = int(np.argmin(counts))
     if counts[k] < est.cv:
         raise ValueError(
-            f"cv={est.cv}: class {est.classes_[k]!r} has only {counts[k]} row(s); stratified {est.cv}-fold "
+            f"cv={est.cv}: class {est.classes_.tolist()[k]!r} has only {counts[k]} row(s); stratified {est.cv}-fold "
             f"cross-validation needs at least {est.cv} per class. Use fewer folds, merge rare classes, "
             "or criterion='bic'"
         )
@@ -56,7 +56,7 @@ def prepare(est, Zf, Zp, y, rows):
     missing = np.flatnonzero(_label_counts(est.classes_, codes) == 0)
     if missing.size:
         raise ValueError(
-            f"cv: a training fold has no row of class {est.classes_[missing[0]]!r}; the multinomial fit "
+            f"cv: a training fold has no row of class {est.classes_.tolist()[missing[0]]!r}; the multinomial fit "
             "needs every class in every training fold (use a stratified splitter or fewer folds)"
         )
     return {
@@ -87,10 +87,9 @@ def refit(est, prob, support):
     if not support.any():
         logp = np.log(Y.mean(axis=0))
         return logp - logp.mean(), B
-    Xs = np.ascontiguousarray(X[:, support])
-    ptr, idx = make_groups([Xs.shape[1]])
-    b0, Bs, _, _ = multinomial_group_lasso(Xs, Y, ptr, idx, np.ones(1), 0.0, tol=est.tol, max_iter=est.max_iter)
-    B[support] = Bs
+    # Newton, not the penalised solver at lambda = 0: under separation (a rare class) a first-order
+    # method needs millions of steps to flatten the gradient, Newton tens
+    b0, B[support], _, _ = multinomial_newton(X[:, support], Y, tol=est.tol)
     return b0, B
 
 
@@ -131,6 +130,8 @@ def statsmodels_refit(est, Zp, y, support):
             res = sm.MNLogit(endog, X).fit(start_params=start, disp=0, maxiter=200)
         if any(issubclass(w.category, PerfectSeparationWarning) for w in caught):
             problem = "perfect separation: some class is predicted with certainty"
+        elif not res.mle_retvals.get("converged", True):
+            problem = "no convergence in 200 Newton steps: the coefficients run off to infinity (separation)"
         elif not np.all(np.isfinite(np.asarray(res.bse))):
             problem = "singular information matrix: standard errors are not finite"
     except Exception as exc:  # singular Hessian, overflow
@@ -140,7 +141,7 @@ def statsmodels_refit(est, Zp, y, support):
     counts = _label_counts(est.classes_, y)
     warnings.warn(
         f"HCLClassifier: the statsmodels MNLogit refit failed ({problem}); summary() is unavailable "
-        f"(often too few rows per class: the rarest, {est.classes_[int(np.argmin(counts))]!r}, has "
+        f"(often too few rows per class: the rarest, {est.classes_.tolist()[int(np.argmin(counts))]!r}, has "
         f"{int(counts.min())} of {y.shape[0]})",
         EstimationWarning,
         stacklevel=4,
@@ -155,7 +156,7 @@ def inference_frame(est, res, alpha):
     params, bse, pvalues = (np.asarray(a, dtype=np.float64) for a in (res.params, res.bse, res.pvalues))
     ci = np.asarray(res.conf_int(alpha=alpha), dtype=np.float64).reshape(n_contrasts, n_exog, 2)
     frames = []
-    for j, label in enumerate(est.classes_[1:]):
+    for j, label in enumerate(est.classes_.tolist()[1:]):
         frame = est._inference_table(names, params[:, j], bse[:, j], ci[j], pvalues[:, j])
         frames.append(pd.concat({label: frame}, names=["class"]))
     return pd.concat(frames)

@@ -38,6 +38,7 @@ __all__ = [
     "multinomial_kkt_violation",
     "multinomial_lambda_max",
     "one_hot",
+    "multinomial_newton",
 ]
 
 
@@ -293,3 +294,68 @@ def multinomial_lambda_max(X, Y, grp_ptr, grp_indices, weights):
     _check_groups(grp_ptr, grp_indices, weights, X.shape[1])
     G = X.T @ (Y.mean(axis=0) - Y) / X.shape[0]
     return dual_norm_ratio(G, grp_ptr, grp_indices, weights, "multinomial_lambda_max")
+
+
+def multinomial_newton(X, Y, *, tol=1e-8, max_iter=100):
+    """Unpenalised multinomial maximum likelihood by damped Newton (the refit of a selected set).
+
+    Baseline parametrisation (class 0 fixed at zero, so the Hessian is
+    definite when the MLE exists), Armijo backtracking on the mean loss; the
+    result is returned symmetric and centred like :func:`multinomial_group_lasso`.
+    Under (quasi-)separation the MLE does not exist: the coefficients grow
+    while the loss creeps to its infimum, and Newton gets the gradient below
+    ``tol`` in tens of steps where a first-order method would need millions.
+
+    Returns
+    -------
+    intercept : ndarray of shape (C,)
+    B : ndarray of shape (p, C)
+    n_iter : int
+    gradient : float
+        Largest absolute gradient entry at the end (above ``tol``: not converged).
+    """
+    X, Y = _check_multinomial(X, Y)
+    n, C = Y.shape
+    X1 = np.column_stack([np.ones(n), X])
+    q = X1.shape[1]
+    theta = np.zeros((q, C - 1))
+    theta[0] = np.log(Y[:, 1:].mean(axis=0) / Y[:, 0].mean())
+
+    def evaluate(theta):
+        eta = np.column_stack([np.zeros(n), X1 @ theta])
+        lse = np.logaddexp.reduce(eta, axis=1)
+        return float(np.mean(lse - np.einsum("ij,ij->i", Y, eta))), np.exp(eta - lse[:, None])
+
+    f, P = evaluate(theta)
+    grad = np.inf
+    it = 0
+    while it < max_iter:
+        G = X1.T @ (P[:, 1:] - Y[:, 1:]) / n
+        grad = float(np.max(np.abs(G)))
+        if grad <= tol:
+            break
+        # H = blockdiag(X1^T diag(P_a) X1) - Q^T Q / n with Q = [X1 * P_a]_a, all divided by n
+        Q = (X1[:, None, :] * P[:, 1:, None]).reshape(n, -1)
+        H = -(Q.T @ Q)
+        for a in range(C - 1):
+            H[a * q:(a + 1) * q, a * q:(a + 1) * q] += X1.T @ Q[:, a * q:(a + 1) * q]
+        g = G.T.reshape(-1)
+        try:
+            step = np.linalg.solve(H / n, g)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(H / n, g, rcond=None)[0]
+        step = step.reshape(C - 1, q).T
+        t, slope = 1.0, float(np.sum(G * step))
+        while True:
+            f_new, P_new = evaluate(theta - t * step)
+            if f_new <= f - 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        it += 1
+        if t < 1e-10:  # no descent left in double precision
+            break
+        theta -= t * step
+        f, P = f_new, P_new
+    full = np.column_stack([np.zeros(q), theta])
+    full -= full.mean(axis=1, keepdims=True)
+    return full[0], full[1:], it, grad
