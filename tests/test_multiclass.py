@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 
 import cvxpy as cp
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
+from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
 from hclstat.downstream import HCLClassifier
@@ -368,6 +368,10 @@ def test_bad_input_errors(design):
         HCLClassifier(rep).fit(views, mgl.one_hot(y, 3))
     with pytest.raises(ValueError, match="modality 'a': expected a 2-D array"):
         HCLClassifier(rep).fit({**views, "a": views["a"][:, 0]}, y)
+    order = np.argsort(y, kind="stable")  # unshuffled folds on sorted labels: the last class misses a fold
+    sorted_views = {k: v[order] for k, v in views.items()}
+    with pytest.raises(ValueError, match="cv: a training fold has no row of class 2"):
+        HCLClassifier(rep, criterion="cv", cv=KFold(3), n_lambdas=5).fit(sorted_views, y[order])
     clf = HCLClassifier(rep, n_lambdas=5).fit(views, y)
     with pytest.raises(ValueError, match="views: expected modalities"):
         clf.predict_proba({"a": views["a"], "b": views["b"]})

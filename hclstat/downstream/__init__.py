@@ -4,8 +4,11 @@ The outcome model is::
 
     y = b0 + sum_S z_S^T beta_S + eps                      (continuous)
     P(y = 1 | z) = sigmoid(b0 + sum_S z_S^T beta_S)         (binary)
+    P(y = c | z) = softmax_c(b0 + sum_S B_S^T z_S)          (multiclass, C > 2 classes)
 
-with only some structures ``S`` task-relevant (``beta_S != 0``). The latents are
+with only some structures ``S`` task-relevant (``beta_S != 0``; for ``C`` classes
+``B_S`` is ``k_S x C``, one column per class, and a structure is relevant for all
+classes or none). The latents are
 not observed: a *representation* (an HCL, StructuredFactorAnalysis or any
 :class:`~hclstat.estimators.base.BaseHierarchicalEstimator`) is fitted on a
 (possibly large, unlabelled) sample and turns the views into scores; a group
@@ -53,7 +56,11 @@ For a binary outcome no Gram correction applies. With posterior scores,
 logistic fit on ``zt`` estimates approximately
 ``beta / sqrt(1 + pi/8 * beta^T M^{-1} beta)`` (probit approximation): the
 coefficients are mildly attenuated, the predicted probabilities are right to
-that approximation.
+that approximation. The multinomial fit (more than two classes) is in the same
+case: no correction, coefficients shrunk by the posterior spread
+``Cov(z | x) = M^{-1}`` of the linear predictors; the accuracy gap to the
+softmax on the true latents is that spread's (measured in
+``tests/test_multiclass.py``).
 
 Tuning rule
 -----------
@@ -70,7 +77,8 @@ representation is unsupervised (it never sees ``y``), so it is fitted once.
 ``criterion="bic"`` (the classifier's default, see :class:`HCLClassifier`):
 on the full sample, ``m log(RSS/m) + df log m`` (regression) or
 ``2 m logloss + df log m`` (classifier) of the refit of each selected set,
-``df`` = number of selected components + 1; the smallest wins.
+``df`` = number of selected components + 1 (times ``C - 1`` for ``C > 2``
+classes: one contrast per class against the baseline); the smallest wins.
 
 Measured on the design of the tests (three modalities, six rank-2 structures,
 two relevant, oracle representation; 40 fits per ``m``), regression: refit-CV
@@ -85,7 +93,9 @@ Layout
 (validation, representation, scores, groups, the path, cross-validation, BIC,
 refit summaries); :mod:`~hclstat.downstream.regression` and
 :mod:`~hclstat.downstream.classification` are the two outcome models, each a
-subclass supplying :data:`~hclstat.downstream.base.OUTCOME_MODEL_METHODS`;
+subclass supplying :data:`~hclstat.downstream.base.OUTCOME_MODEL_METHODS`
+(the classifier's multinomial case, ``C > 2`` classes, lives in
+:mod:`~hclstat.downstream.multiclass`, to which it dispatches);
 :mod:`~hclstat.downstream.risk` computes excess risks under a known model. A
 new outcome model is a new module beside them.
 """

@@ -23,7 +23,6 @@ from sklearn.model_selection import StratifiedKFold
 
 from ..exceptions import EstimationWarning
 from ..kernels.multinomial_group_lasso import (
-    multinomial_group_lasso,
     multinomial_group_lasso_path,
     multinomial_lambda_max,
     multinomial_newton,
