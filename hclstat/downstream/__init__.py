@@ -4,9 +4,12 @@ The outcome model is::
 
     y = b0 + sum_S z_S^T beta_S + eps                      (continuous)
     P(y = 1 | z) = sigmoid(b0 + sum_S z_S^T beta_S)         (binary)
+    P(y = c | z) = softmax_c(b0 + sum_S B_S^T z_S)          (multiclass, C > 2 classes)
     h(t | z) = h0(t) exp(sum_S z_S^T beta_S)                (time to event, Cox)
 
-with only some structures ``S`` task-relevant (``beta_S != 0``). The latents are
+with only some structures ``S`` task-relevant (``beta_S != 0``; for ``C`` classes
+``B_S`` is ``k_S x C``, one column per class, and a structure is relevant for all
+classes or none). The latents are
 not observed: a *representation* (an HCL, StructuredFactorAnalysis or any
 :class:`~hclstat.estimators.base.BaseHierarchicalEstimator`) is fitted on a
 (possibly large, unlabelled) sample and turns the views into scores; a group
@@ -54,7 +57,11 @@ For a binary outcome (and a time to event) no Gram correction applies. With post
 logistic fit on ``zt`` estimates approximately
 ``beta / sqrt(1 + pi/8 * beta^T M^{-1} beta)`` (probit approximation): the
 coefficients are mildly attenuated, the predicted probabilities are right to
-that approximation.
+that approximation. The multinomial fit (more than two classes) is in the same
+case: no correction, coefficients shrunk by the posterior spread
+``Cov(z | x) = M^{-1}`` of the linear predictors; the accuracy gap to the
+softmax on the true latents is that spread's (measured in
+``tests/test_multiclass.py``).
 
 For a time to event (:class:`HCLSurvival`) the group lasso minimises
 ``-(1/m)`` times Breslow's partial log-likelihood (censored rows, tied times;
@@ -79,9 +86,10 @@ representation is unsupervised (it never sees ``y``), so it is fitted once.
 ``criterion="bic"`` (the classifier's default, see :class:`HCLClassifier`):
 on the full sample, ``m log(RSS/m) + df log m`` (regression) or
 ``2 m logloss + df log m`` (classifier) of the refit of each selected set,
-``df`` = number of selected components + 1; the smallest wins. For the Cox
-model the CV loss is the cross-validated partial likelihood of Verweij and van
-Houwelingen, ``-(l(b_{-k}) - l_{-k}(b_{-k}))`` per event of fold ``k``
+``df`` = number of selected components + 1 (times ``C - 1`` for ``C > 2``
+classes: one contrast per class against the baseline); the smallest wins. For
+the Cox model the CV loss is the cross-validated partial likelihood of Verweij
+and van Houwelingen, ``-(l(b_{-k}) - l_{-k}(b_{-k}))`` per event of fold ``k``
 (folds stratified on the event), and BIC is ``-2 log PL + df log(#events)``
 with ``df`` = number of selected components.
 
@@ -99,7 +107,9 @@ Layout
 refit summaries); :mod:`~hclstat.downstream.regression`,
 :mod:`~hclstat.downstream.classification` and :mod:`~hclstat.downstream.survival`
 are the outcome models, each a subclass supplying
-:data:`~hclstat.downstream.base.OUTCOME_MODEL_METHODS`;
+:data:`~hclstat.downstream.base.OUTCOME_MODEL_METHODS` (the classifier's
+multinomial case, ``C > 2`` classes, lives in :mod:`~hclstat.downstream.multiclass`,
+to which it dispatches);
 :mod:`~hclstat.downstream.risk` computes excess risks under a known model. A
 new outcome model is a new module beside them.
 """

@@ -92,11 +92,13 @@ class BaseHCLPredictor(BaseEstimator):
         Smallest penalty at which every group is zero.
     ``_path(prob, lambdas)``
         ``(coefs, intercepts, n_iter)``: penalised coefficients of shape
-        ``(n_lambdas, K)`` and intercepts along the decreasing ``lambdas``; add
-        the number of unconverged problems to ``self._n_unconverged``.
+        ``(n_lambdas, K)`` (or ``(n_lambdas, K, C)`` for ``C`` linear predictors,
+        a row of each ``K x C`` matrix in or out as a whole) and intercepts
+        along the decreasing ``lambdas``; add the number of unconverged problems
+        to ``self._n_unconverged``.
     ``_refit(prob, support)``
         ``(b0, b)``: unpenalised fit on the columns in the boolean ``support``
-        (``b`` of shape ``(K,)``, zero off the support).
+        (``b`` of shape ``(K,)`` or ``(K, C)``, zero off the support).
     ``_loss(y, eta)``
         Mean loss of linear predictors ``eta`` (the cross-validation score).
     ``_bic(y, eta, df, m)``
@@ -109,10 +111,13 @@ class BaseHCLPredictor(BaseEstimator):
     :meth:`summary`; default ``_check_outcome``), ``_corrects_measurement_error``
     (default False: no Gram correction, see :mod:`hclstat.downstream`),
     ``_default_splitter`` (default ``KFold``), ``_cv_labels`` (what the
-    splitter stratifies on; default ``y``) and ``_fold_loss`` (the validation
+    splitter stratifies on; default ``y``), ``_fold_loss`` (the validation
     loss of a fold given the linear predictors of *all* rows; default
-    ``_loss`` on the validation rows), and set ``_fits_intercept = False``
-    when the model has no intercept (BIC then counts only the components). :data:`OUTCOME_MODEL_METHODS` lists
+    ``_loss`` on the validation rows), ``_n_parameters`` (the BIC's ``df``;
+    default selected components + the intercept; set ``_fits_intercept =
+    False`` when the model has none) and ``_inference_frame`` (the
+    :meth:`summary_frame` table of the statsmodels results).
+    :data:`OUTCOME_MODEL_METHODS` lists
     the required names; ``fit`` says which are missing.
     """
 
@@ -315,7 +320,7 @@ class BaseHCLPredictor(BaseEstimator):
         b0, b = self._refit(full, support)
         sl = h.component_slices()
         self.coef_ = {s: b[sl[s]].copy() for s in h.structures}
-        self.intercept_ = float(b0)
+        self.intercept_ = float(b0) if np.ndim(b0) == 0 else np.asarray(b0, dtype=np.float64)
         self.selected_structures_ = tuple(s for s in h.structures if np.any(support[sl[s]]))
         self.refit_results_ = self._statsmodels_refit(Zp, y, support)
         return self
@@ -342,7 +347,8 @@ class BaseHCLPredictor(BaseEstimator):
     def _support(self, b):
         """Columns of the groups with a non-zero coefficient (groups are consecutive)."""
         grp_ptr = self._grp[0]
-        nz = np.add.reduceat(np.abs(b), grp_ptr[:-1]) > 0
+        b = np.abs(b) if np.ndim(b) == 1 else np.abs(b).sum(axis=1)  # (K, C): a row is in for every class
+        nz = np.add.reduceat(b, grp_ptr[:-1]) > 0
         return np.repeat(nz, np.diff(grp_ptr))
 
     @staticmethod
@@ -391,9 +397,13 @@ class BaseHCLPredictor(BaseEstimator):
             if key not in cache:
                 b0, b = self._refit(prob, support)
                 eta = self._linear(prob["Zp"], b0, b)
-                cache[key] = self._bic(y, eta, int(support.sum()) + int(self._fits_intercept), m)
+                cache[key] = self._bic(y, eta, self._n_parameters(support), m)
             out[i] = cache[key]
         return out
+
+    def _n_parameters(self, support):
+        """Free parameters of the refit on ``support`` (the BIC's ``df``): components + intercept."""
+        return int(support.sum()) + int(self._fits_intercept)
 
     # ------------------------------------------------------------ output
     def _check_fitted(self):
@@ -469,33 +479,30 @@ class BaseHCLPredictor(BaseEstimator):
         """Inference table as a DataFrame: one row per selected component.
 
         Columns: ``structure``, ``component``, ``coef``, ``std_err``, ``ci_low``,
-        ``ci_high``, ``p_value``. Same caveat as :meth:`summary`.
+        ``ci_high``, ``p_value``; indexed by ``term`` (for a multiclass
+        :class:`HCLClassifier`, by ``(class, term)``: one block per class
+        against the baseline ``classes_[0]``). Same caveat as :meth:`summary`.
         """
         res = self._results_for(views, y)
         if res is None:
             raise ValueError("summary_frame: the refit could not be computed")
-        ci = np.asarray(res.conf_int(alpha=alpha))
-        names = list(res.model.exog_names)
-        rows = []
+        return self._inference_frame(res, alpha)
+
+    def _inference_frame(self, res, alpha):
+        """The table of :meth:`summary_frame` from statsmodels results with one parameter vector."""
+        return self._inference_table(list(res.model.exog_names), np.asarray(res.params), np.asarray(res.bse),
+                                     np.asarray(res.conf_int(alpha=alpha)), np.asarray(res.pvalues))
+
+    def _inference_table(self, names, params, bse, ci, pvalues):
+        """One row per term: its structure and component, estimate, standard error, interval, p-value."""
         h = self.hierarchy_
-        lookup = {}
-        for s in h.structures:
-            for j in range(h.rank(s)):
-                lookup[f"{h.name(s)}[{j}]"] = (h.name(s), j)
+        lookup = {f"{h.name(s)}[{j}]": (h.name(s), j) for s in h.structures for j in range(h.rank(s))}
+        rows = []
         for i, name in enumerate(names):
             s_name, j = lookup.get(name, ("intercept", -1))
-            rows.append(
-                {
-                    "term": name,
-                    "structure": s_name,
-                    "component": j,
-                    "coef": float(np.asarray(res.params)[i]),
-                    "std_err": float(np.asarray(res.bse)[i]),
-                    "ci_low": float(ci[i, 0]),
-                    "ci_high": float(ci[i, 1]),
-                    "p_value": float(np.asarray(res.pvalues)[i]),
-                }
-            )
+            rows.append({"term": name, "structure": s_name, "component": j, "coef": float(params[i]),
+                         "std_err": float(bse[i]), "ci_low": float(ci[i, 0]), "ci_high": float(ci[i, 1]),
+                         "p_value": float(pvalues[i])})
         return pd.DataFrame(rows).set_index("term")
 
     def _heldout_outcome(self, y, n):
