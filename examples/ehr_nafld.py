@@ -240,9 +240,10 @@ def cox_unpenalised(X, time_, event, X_test):
     """Cox regression by Newton's method (Breslow ties; :func:`~hclstat.kernels.cox_group_lasso.cox_newton`)."""
     from hclstat.kernels.cox_group_lasso import cox_newton
 
-    beta, _, converged = cox_newton(X, time_, event)
+    beta, n_iter, converged = cox_newton(X, time_, event)
     if not converged:
-        warnings.warn("Cox regression: Newton's method did not converge (separation?)", RuntimeWarning, stacklevel=2)
+        raise RuntimeError(f"Cox regression: Newton's method stopped after {n_iter} step(s) without converging "
+                           "(a constant or collinear column, or separation)")
     return X_test @ beta
 
 
@@ -383,6 +384,10 @@ def mofa_factors(views, n_factors, checkpoints, *, seed, log):
         f"{time.perf_counter() - t0:.0f} s")
     Z = pd.DataFrame(fit.Z, index=next(iter(views.values())).index,
                      columns=[f"factor{k + 1}" for k in range(fit.Z.shape[1])])
+    dead = Z.columns[Z.std().to_numpy() == 0]
+    if len(dead):  # a factor MOFA+ kept at exactly zero carries nothing (and makes the regressions singular)
+        log(f"MOFA+: dropping {len(dead)} factor(s) that are zero for every subject: {list(dead)}")
+        Z = Z.drop(columns=dead)
     from hclstat.studies.storage import atomic_file
 
     with atomic_file(path) as fh:
