@@ -29,7 +29,7 @@ import os
 import threading
 
 __all__ = ["CROSSOVER_COLUMNS", "CROSSOVER_FLOPS", "ENV_VARIABLE", "large_product_threads", "moment_pass_threads",
-           "small_block_threads", "user_threads"]
+           "small_block_threads", "user_threads", "work_threads"]
 
 #: environment variable that fixes the number of BLAS threads
 ENV_VARIABLE = "HCLSTAT_NUM_THREADS"
@@ -138,3 +138,16 @@ def small_block_threads(n_columns):
 def moment_pass_threads():
     """BLAS thread limit for the moment pass (only a user setting limits it)."""
     return _blas_limit(user_threads(), forced=True)
+
+
+def work_threads():
+    """Threads for the package's own column-parallel work (the copula's sorts and rank kernels).
+
+    ``HCLSTAT_NUM_THREADS`` when set, else as many as BLAS runs with right now
+    (so a caller's ``threadpool_limits`` bounds this work too); at least 1.
+    """
+    n = user_threads()
+    if n is not None:
+        return n
+    counts = [lib.num_threads for lib in _controller().select(user_api="blas").lib_controllers]
+    return max(1, max(counts, default=1))

@@ -42,9 +42,10 @@ def _all_pairs(p):
 
 
 @pytest.mark.parametrize("missing", [0.0, 0.3])
-def test_column_order_matches_scipy_dense_ranks(rng, missing):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_column_order_matches_scipy_dense_ranks(rng, missing, threads):
     x = _table(rng, missing=missing)
-    order, dense, n_obs, n_levels = column_order(x)
+    order, dense, n_obs, n_levels = column_order(x, threads=threads)
     observed = ~np.isnan(x)
     assert_array_equal(n_obs, observed.sum(axis=0))
     for j in range(x.shape[1]):
@@ -58,11 +59,22 @@ def test_column_order_matches_scipy_dense_ranks(rng, missing):
 
 
 @pytest.mark.parametrize("missing", [0.0, 0.3])
-def test_midranks_match_scipy(rng, missing):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_midranks_match_scipy(rng, missing, threads):
     x = _table(rng, missing=missing)
-    order, dense, n_obs, _ = column_order(x)
+    order, dense, n_obs, _ = column_order(x, threads=threads)
     expected = rankdata(x, axis=0, nan_policy="omit")
-    assert_array_equal(midranks_from_order(order, dense, n_obs).T, expected)
+    assert_array_equal(midranks_from_order(order, dense, n_obs, threads=threads).T, expected)
+
+
+def test_tied_columns_take_the_stable_sort_and_give_the_same_ranks(rng):
+    # a binary column (ties throughout) and a continuous one: both sorts give valid orders
+    n = 3000
+    x = np.column_stack([(rng.random(n) < 0.3).astype(float), rng.standard_normal(n)])
+    order, dense, n_obs, n_levels = column_order(x)
+    assert_array_equal(order[0], np.argsort(x[:, 0], kind="stable"))
+    assert_array_equal(n_levels, [2, n])
+    assert_array_equal(midranks_from_order(order, dense, n_obs).T, rankdata(x, axis=0))
 
 
 @pytest.mark.parametrize("missing", [0.0, 0.3])

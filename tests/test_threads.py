@@ -113,3 +113,12 @@ def test_large_products_regain_the_callers_threads_inside_the_small_block_region
     with threadpool_limits(2, user_api="blas"):
         with small_block_threads(100), large_product_threads(CROSSOVER_FLOPS):
             assert blas() == 1
+
+
+def test_work_threads_follow_the_blas_limit_and_the_user_setting(two_threads, monkeypatch):
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    assert threads.work_threads() == 2
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert threads.work_threads() == 1
+    monkeypatch.setenv(ENV_VARIABLE, "3")
+    assert threads.work_threads() == 3

@@ -46,25 +46,65 @@ __all__ = [
 ]
 
 
-def column_order(x):
+#: a column whose first rows repeat values this often is argsorted stably: NumPy's quicksort
+#: degrades on heavy ties (n = 1e5, per column: binary 13.7 ms quicksort against 2.4 ms stable,
+#: zero-inflated 14.4 against 6.8; distinct values 7.3 against 10.7)
+_TIED_FRACTION = 0.1
+_TIE_SAMPLE = 512
+
+
+def _argsort_into(xt, columns, out):
+    for j in columns:
+        head = xt[j, :_TIE_SAMPLE]
+        head = head[~np.isnan(head)]
+        tied = head.size > 1 and np.unique(head).size < (1.0 - _TIED_FRACTION) * head.size
+        out[j] = np.argsort(xt[j], kind="stable" if tied else "quicksort")
+
+
+def column_order(x, *, threads=1):
     """``(order, dense, n_obs, n_levels)`` of a float array of shape (n, p), NaN missing.
 
     One sort per column (NaN sorts last); the order of tied rows is immaterial to
-    every kernel here, which treat a tie group as a whole.
+    every kernel here, which treat a tie group as a whole. ``threads`` > 1 sorts
+    and levels groups of columns in that many threads (NumPy's sort and the
+    kernels release the GIL); the result does not depend on it.
     """
     xt = np.ascontiguousarray(np.asarray(x, dtype=np.float64).T)
-    order = np.argsort(xt, axis=1).astype(np.int64, copy=False)
-    dense, n_obs, n_levels = _levels(xt, order)
+    p, n = xt.shape
+    order = np.empty((p, n), dtype=np.int64)
+    dense = np.empty((p, n), dtype=np.int64)
+    n_obs = np.zeros(p, dtype=np.int64)
+    n_levels = np.zeros(p, dtype=np.int64)
+
+    def work(columns):
+        _argsort_into(xt, columns, order)
+        _levels_into(xt, order, columns[0], columns[-1] + 1, dense, n_obs, n_levels)
+
+    _by_column_groups(p, threads, work)
     return order, dense, n_obs, n_levels
 
 
-@njit(cache=True)
-def _levels(xt, order):
-    p, n = xt.shape
-    dense = np.full((p, n), -1, dtype=np.int64)
-    n_obs = np.zeros(p, dtype=np.int64)
-    n_levels = np.zeros(p, dtype=np.int64)
-    for j in range(p):
+def _by_column_groups(p, threads, work):
+    """``work(columns)`` over contiguous groups of ``range(p)``, in ``threads`` threads."""
+    threads = max(1, min(int(threads), p))
+    groups = [g for g in np.array_split(np.arange(p), 4 * threads if threads > 1 else 1) if g.size]
+    if threads == 1:
+        for g in groups:
+            work(g)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(work, groups):
+            pass
+
+
+@njit(cache=True, nogil=True)
+def _levels_into(xt, order, start, stop, dense, n_obs, n_levels):
+    n = xt.shape[1]
+    for j in range(start, stop):
+        for i in range(n):
+            dense[j, i] = -1
         level = -1
         previous = np.nan
         t = 0
@@ -77,15 +117,22 @@ def _levels(xt, order):
             t += 1
         n_obs[j] = t
         n_levels[j] = level + 1
-    return dense, n_obs, n_levels
 
 
-@njit(cache=True)
-def midranks_from_order(order, dense, n_obs):
+def midranks_from_order(order, dense, n_obs, *, threads=1):
     """Mid-ranks of each column over its observed rows, shape (p, n) float64 (NaN where missing)."""
     p, n = order.shape
-    out = np.full((p, n), np.nan)
-    for j in range(p):
+    out = np.empty((p, n))
+    _by_column_groups(p, threads, lambda g: _midranks_into(order, dense, n_obs, g[0], g[-1] + 1, out))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _midranks_into(order, dense, n_obs, start, stop, out):
+    n = order.shape[1]
+    for j in range(start, stop):
+        for i in range(n):
+            out[j, i] = np.nan
         t = 0
         while t < n_obs[j]:
             u = t
@@ -95,7 +142,6 @@ def midranks_from_order(order, dense, n_obs):
             for s in range(t, u):
                 out[j, order[j, s]] = 0.5 * (t + u + 1)
             t = u
-    return out
 
 
 @njit(cache=True)

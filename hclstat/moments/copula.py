@@ -44,10 +44,11 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from ..exceptions import EstimationWarning
+from ..kernels.kendall import column_order, midranks_from_order
+from ..threads import work_threads
 from .bridge_inverse import R_EDGE, latent_correlation, nearest_correlation
 from .bridges import bridge_slope_at_zero
 from .compute import Moments, _feature, _slices
-from ..kernels.kendall import column_order
 from .column_types import check_types, zratios
 from .ranks import pair_statistics, rank_scores
 
@@ -86,7 +87,7 @@ def resolve_types(types, arrays, names, *, return_order=False):
                 raise ValueError(f"types[{m!r}]: unknown columns {missing}")
             spec = [spec.get(c, "auto") for c in cols]
         x = np.asarray(x, dtype=np.float64)
-        orders[m] = column_order(x)
+        orders[m] = column_order(x, threads=work_threads())
         try:
             out[m] = np.asarray(check_types(spec, x, names=cols, order=orders[m]), dtype=object)
         except ValueError as err:
@@ -206,12 +207,14 @@ def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
     dims = {m: arrays[m].shape[1] for m in mods}
     X = np.concatenate([np.asarray(arrays[m], dtype=np.float64) for m in mods], axis=1)
     t = np.concatenate([np.asarray(types[m], dtype=object) for m in mods])
+    threads = work_threads()
     if orders is None:
-        sort = column_order(X)
+        sort = column_order(X, threads=threads)
     else:  # per-modality sorts stack into the table's
         sort = tuple(np.concatenate([orders[m][i] for m in mods]) for i in range(4))
+    ranks = midranks_from_order(*sort[:3], threads=threads)  # (p, n): one pass serves both uses below
     zr = zratios(X, t, order=sort)
-    stat, counts = pair_statistics(X, t, order=sort)
+    stat, counts = pair_statistics(X, t, order=sort, ranks=ranks)
     R, info = latent_correlation(stat, t, zr)
     # picklable (the margins live in a fitted estimator): the moments' own feature labels
     label = partial(_feature, mods, _slices(mods, dims), names)
@@ -229,8 +232,10 @@ def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
                       "binary columns); their latent correlation is the first-order inverse tau / tau'(0): "
                       f"{shown}{' ...' if len(bound) > 5 else ''}", EstimationWarning, stacklevel=stacklevel + 1)
     e = a / _HAJEK
-    u = rank_scores(X, t, order=sort) / e
-    inflation = np.nanmean(u * u, axis=0)
+    u = rank_scores(X, t, order=sort, ranks=ranks) / e  # (n, p), a view of a (p, n) array
+    del ranks
+    ut = u.T
+    inflation = np.einsum("ij,ij->i", ut, ut) / X.shape[0] if counts is None else np.nanmean(ut * ut, axis=1)
     # R_hat + diag(c - 1) is, to first order, the sample covariance of u: the matrix to make
     # positive definite (R_hat itself is indefinite whenever p is large against n / c)
     root = np.sqrt(inflation)

@@ -51,7 +51,7 @@ def midranks(x):
     return midranks_from_order(order, dense, n_obs).T
 
 
-def rank_scores(x, types=None, *, names=None, order=None):
+def rank_scores(x, types=None, *, names=None, order=None, ranks=None):
     """Centred mid-distribution transform of each column, for permutation nulls.
 
     ``psi_j(x_ij) = (R_ij - (n_j + 1) / 2) / n_j`` with ``R`` the mid-ranks over
@@ -62,6 +62,9 @@ def rank_scores(x, types=None, *, names=None, order=None):
     ``tau_a(b, y) = 8 / (n - 1) * sum_i psi_b(b_i) psi_y(y_i)`` exactly, and for two
     continuous columns Spearman's rho is the correlation of their scores.
 
+    ``ranks``: :func:`~hclstat.kernels.kendall.midranks_from_order` of ``order``
+    (shape (n_columns, n_samples)) when already computed.
+
     Returns
     -------
     ndarray of shape (n_samples, n_columns), float64
@@ -71,7 +74,9 @@ def rank_scores(x, types=None, *, names=None, order=None):
     order, dense, n_obs, _ = info
     if types is not None:
         _checked_types(types, names, info)
-    return (midranks_from_order(order, dense, n_obs).T - 0.5 * (n_obs + 1)) / n_obs
+    if ranks is None:
+        ranks = midranks_from_order(order, dense, n_obs)
+    return ((ranks - 0.5 * (n_obs + 1)[:, None]) / n_obs[:, None]).T
 
 
 def _pair_classes(types, continuous):
@@ -84,7 +89,7 @@ def _pair_classes(types, continuous):
     return j, k, with_binary, spearman
 
 
-def _product_terms(arr, info, j, k):
+def _product_terms(arr, info, j, k, ranks=None):
     """``(n_jk, sum h_j h_k, sum h_j^2, sum h_k^2)`` of the pairs ``(j, k)`` (float64 arrays).
 
     Pairs of two complete columns come from one BLAS product of the rank matrix;
@@ -99,7 +104,10 @@ def _product_terms(arr, info, j, k):
         cols = np.flatnonzero(complete)
         where = np.full(arr.shape[1], -1)
         where[cols] = np.arange(cols.size)
-        h = 2.0 * midranks_from_order(order[cols], dense[cols], n_obs[cols]) - (n + 1)
+        if ranks is not None:
+            h = 2.0 * (ranks if cols.size == ranks.shape[0] else ranks[cols]) - (n + 1)
+        else:
+            h = 2.0 * midranks_from_order(order[cols], dense[cols], n_obs[cols]) - (n + 1)
         gram = h @ h.T
         a, b = where[j[block]], where[k[block]]
         terms[0, block] = n
@@ -111,7 +119,7 @@ def _product_terms(arr, info, j, k):
     return terms
 
 
-def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=None):
+def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=None, ranks=None):
     """Kendall's tau-a, or Spearman's rho, of every pair of columns over its complete rows.
 
     ``stat[j, k]`` is Spearman's rho (Pearson correlation of mid-ranks) when both
@@ -141,6 +149,9 @@ def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=N
         The statistic for two continuous columns.
     names : sequence of str, optional
         Column names for messages (a DataFrame gives its own).
+    order, ranks : optional
+        :func:`~hclstat.kernels.kendall.column_order` of ``x`` and its mid-ranks
+        (:func:`~hclstat.kernels.kendall.midranks_from_order`) when already computed.
 
     Returns
     -------
@@ -164,7 +175,7 @@ def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=N
     pair_rows = np.empty(j.size)
 
     product = with_binary | spearman
-    n_jk, cross, ss_j, ss_k = _product_terms(arr, info, j[product], k[product])
+    n_jk, cross, ss_j, ss_k = _product_terms(arr, info, j[product], k[product], ranks)
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = 2.0 * cross / (n_jk * n_jk * (n_jk - 1))
         rho = cross / np.sqrt(ss_j * ss_k)
