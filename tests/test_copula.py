@@ -164,3 +164,22 @@ def test_cli_type_fits_the_copula_and_reports_the_types(tmp_path, capsys, mixed)
     assert "b: 60 binary" in summary and "c: 70 truncated" in summary
     code = cli.main(["fit", *args, "--id", "sid", "--type", "q=binary", "--out", str(tmp_path / "r2"), "-q"])
     assert code != 0 and "--type: unknown modality 'q'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.2])
+def test_null_scores_are_the_rank_scores_over_their_hermite_slopes(mixed, missing):
+    # the pass forms them in place from the centred mid-ranks: the same as rank_scores / (slope / sqrt 8)
+    from hclstat.moments.bridges import bridge_slope_at_zero
+    from hclstat.moments.column_types import zratios
+    from hclstat.moments.ranks import rank_scores
+
+    _, views = mixed
+    rng = np.random.default_rng(5)
+    arrays = {m: np.where(rng.random(x.shape) < missing, np.nan, x) for m, x in views.items()}
+    types = resolve_types("auto", arrays, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EstimationWarning)
+        cop = copula_moments(arrays, types)
+    for m, x in arrays.items():
+        e = bridge_slope_at_zero(types[m], zratios(x, types[m])) / np.sqrt(8.0)
+        assert_allclose(cop.null_scores[m], rank_scores(x, types[m]) / e, rtol=1e-13, atol=1e-15)

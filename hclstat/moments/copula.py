@@ -50,7 +50,7 @@ from .bridge_inverse import R_EDGE, latent_correlation, nearest_correlation
 from .bridges import bridge_slope_at_zero
 from .compute import Moments, _feature, _slices
 from .column_types import check_types, zratios
-from .ranks import pair_statistics, rank_scores
+from .ranks import pair_statistics
 
 __all__ = ["MARGIN_ROWS", "CopulaMargins", "CopulaMoments", "copula_moments", "resolve_types"]
 
@@ -212,9 +212,12 @@ def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
         sort = column_order(X, threads=threads)
     else:  # per-modality sorts stack into the table's
         sort = tuple(np.concatenate([orders[m][i] for m in mods]) for i in range(4))
-    ranks = midranks_from_order(*sort[:3], threads=threads)  # (p, n): one pass serves both uses below
+    n_obs = sort[2]
+    # centred mid-ranks (p, n), in place: one pass serves the rank product and the null scores
+    centred = midranks_from_order(*sort[:3], threads=threads)
+    centred -= 0.5 * (n_obs + 1)[:, None]
     zr = zratios(X, t, order=sort)
-    stat, counts = pair_statistics(X, t, order=sort, ranks=ranks)
+    stat, counts = pair_statistics(X, t, order=sort, centred=centred)
     R, info = latent_correlation(stat, t, zr)
     # picklable (the margins live in a fitted estimator): the moments' own feature labels
     label = partial(_feature, mods, _slices(mods, dims), names)
@@ -232,9 +235,11 @@ def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
                       "binary columns); their latent correlation is the first-order inverse tau / tau'(0): "
                       f"{shown}{' ...' if len(bound) > 5 else ''}", EstimationWarning, stacklevel=stacklevel + 1)
     e = a / _HAJEK
-    u = rank_scores(X, t, order=sort, ranks=ranks) / e  # (n, p), a view of a (p, n) array
-    del ranks
-    ut = u.T
+    # the null scores: rank_scores / e, formed in place from the centred ranks
+    ut = centred
+    ut /= (n_obs * e)[:, None]
+    del centred
+    u = ut.T  # (n, p) view
     inflation = np.einsum("ij,ij->i", ut, ut) / X.shape[0] if counts is None else np.nanmean(ut * ut, axis=1)
     # R_hat + diag(c - 1) is, to first order, the sample covariance of u: the matrix to make
     # positive definite (R_hat itself is indefinite whenever p is large against n / c)

@@ -51,7 +51,7 @@ def midranks(x):
     return midranks_from_order(order, dense, n_obs).T
 
 
-def rank_scores(x, types=None, *, names=None, order=None, ranks=None):
+def rank_scores(x, types=None, *, names=None, order=None):
     """Centred mid-distribution transform of each column, for permutation nulls.
 
     ``psi_j(x_ij) = (R_ij - (n_j + 1) / 2) / n_j`` with ``R`` the mid-ranks over
@@ -62,9 +62,6 @@ def rank_scores(x, types=None, *, names=None, order=None, ranks=None):
     ``tau_a(b, y) = 8 / (n - 1) * sum_i psi_b(b_i) psi_y(y_i)`` exactly, and for two
     continuous columns Spearman's rho is the correlation of their scores.
 
-    ``ranks``: :func:`~hclstat.kernels.kendall.midranks_from_order` of ``order``
-    (shape (n_columns, n_samples)) when already computed.
-
     Returns
     -------
     ndarray of shape (n_samples, n_columns), float64
@@ -74,9 +71,7 @@ def rank_scores(x, types=None, *, names=None, order=None, ranks=None):
     order, dense, n_obs, _ = info
     if types is not None:
         _checked_types(types, names, info)
-    if ranks is None:
-        ranks = midranks_from_order(order, dense, n_obs)
-    return ((ranks - 0.5 * (n_obs + 1)[:, None]) / n_obs[:, None]).T
+    return ((midranks_from_order(order, dense, n_obs) - 0.5 * (n_obs + 1)[:, None]) / n_obs[:, None]).T
 
 
 def _pair_classes(types, continuous):
@@ -89,7 +84,7 @@ def _pair_classes(types, continuous):
     return j, k, with_binary, spearman
 
 
-def _product_terms(arr, info, j, k, ranks=None):
+def _product_terms(arr, info, j, k, centred=None):
     """``(n_jk, sum h_j h_k, sum h_j^2, sum h_k^2)`` of the pairs ``(j, k)`` (float64 arrays).
 
     Pairs of two complete columns come from one BLAS product of the rank matrix;
@@ -104,11 +99,13 @@ def _product_terms(arr, info, j, k, ranks=None):
         cols = np.flatnonzero(complete)
         where = np.full(arr.shape[1], -1)
         where[cols] = np.arange(cols.size)
-        if ranks is not None:
-            h = 2.0 * (ranks if cols.size == ranks.shape[0] else ranks[cols]) - (n + 1)
+        if centred is not None:  # h = 2 (R - (n + 1) / 2) on complete columns: the Gram exactly 4 C C^T
+            c = centred if cols.size == centred.shape[0] else centred[cols]
+            gram = c @ c.T
+            gram *= 4.0
         else:
             h = 2.0 * midranks_from_order(order[cols], dense[cols], n_obs[cols]) - (n + 1)
-        gram = h @ h.T
+            gram = h @ h.T
         a, b = where[j[block]], where[k[block]]
         terms[0, block] = n
         terms[1:, block] = gram[a, b], gram[a, a], gram[b, b]
@@ -119,7 +116,7 @@ def _product_terms(arr, info, j, k, ranks=None):
     return terms
 
 
-def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=None, ranks=None):
+def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=None, centred=None):
     """Kendall's tau-a, or Spearman's rho, of every pair of columns over its complete rows.
 
     ``stat[j, k]`` is Spearman's rho (Pearson correlation of mid-ranks) when both
@@ -149,9 +146,10 @@ def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=N
         The statistic for two continuous columns.
     names : sequence of str, optional
         Column names for messages (a DataFrame gives its own).
-    order, ranks : optional
-        :func:`~hclstat.kernels.kendall.column_order` of ``x`` and its mid-ranks
-        (:func:`~hclstat.kernels.kendall.midranks_from_order`) when already computed.
+    order, centred : optional
+        :func:`~hclstat.kernels.kendall.column_order` of ``x``, and its centred
+        mid-ranks ``R_j - (n_j + 1) / 2`` (shape (n_columns, n_samples), NaN where
+        missing), when already computed.
 
     Returns
     -------
@@ -175,7 +173,7 @@ def pair_statistics(x, types=None, *, continuous="spearman", names=None, order=N
     pair_rows = np.empty(j.size)
 
     product = with_binary | spearman
-    n_jk, cross, ss_j, ss_k = _product_terms(arr, info, j[product], k[product], ranks)
+    n_jk, cross, ss_j, ss_k = _product_terms(arr, info, j[product], k[product], centred)
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = 2.0 * cross / (n_jk * n_jk * (n_jk - 1))
         rho = cross / np.sqrt(ss_j * ss_k)
