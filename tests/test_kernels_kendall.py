@@ -114,3 +114,33 @@ def test_pairs_without_complete_rows_give_zero_counts():
     pair = np.array([0]), np.array([1])
     assert_array_equal(kendall_numerators(order, dense, n_obs, n_levels, *pair), ([0], [0]))
     assert_array_equal(np.column_stack(midrank_products(order, dense, n_obs, *pair)), [[0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.3])
+def test_column_order_counts_the_rows_at_the_lowest_levels(rng, missing):
+    x = _table(rng, missing=missing)
+    info = column_order(x)
+    _, dense, _, _ = info
+    assert_array_equal(info.at_min, (dense == 0).sum(axis=1))
+    assert_array_equal(info.at_most_one, ((dense >= 0) & (dense <= 1)).sum(axis=1))
+    order, dense2, n_obs, n_levels = info  # still a 4-tuple
+    assert dense2 is dense
+
+
+def test_two_level_columns_are_ordered_by_partition(rng):
+    # binary columns (with missing entries, with a rare level, constant) and a three-level column
+    n = 2000
+    b = (rng.random(n) < 0.02).astype(float) * 3.0 - 1.0
+    b[rng.random(n) < 0.1] = np.nan
+    constant = np.where(rng.random(n) < 0.5, 2.0, np.nan)
+    three = rng.integers(0, 3, n).astype(float)
+    late = np.zeros(n)
+    late[-5:] = 1.0  # the second level only after the sampled head rows
+    x = np.column_stack([b, constant, three, late])
+    order, dense, n_obs, n_levels = column_order(x)
+    assert_array_equal(n_levels, [2, 1, 3, 2])
+    for j in range(x.shape[1]):
+        col = x[order[j], j]
+        assert np.all(np.diff(col[: n_obs[j]]) >= 0) and np.isnan(col[n_obs[j]:]).all()
+        assert sorted(order[j]) == list(range(n))
+    assert_array_equal(midranks_from_order(order, dense, n_obs).T, rankdata(x, axis=0, nan_policy="omit"))

@@ -69,8 +69,10 @@ def _summary(info):
     ``info`` is :func:`~hclstat.kernels.kendall.column_order` of the table.
     """
     _, dense, n_obs, n_levels = info
-    at_min = (dense == 0).sum(axis=1)
-    at_most_one = ((dense >= 0) & (dense <= 1)).sum(axis=1)
+    at_min, at_most_one = getattr(info, "at_min", None), getattr(info, "at_most_one", None)
+    if at_min is None or at_most_one is None:  # a plain tuple: count from the dense ranks
+        at_min = (dense == 0).sum(axis=1)
+        at_most_one = ((dense >= 0) & (dense <= 1)).sum(axis=1)
     return n_levels, n_obs, at_min, at_most_one
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from ..exceptions import EstimationWarning
-from ..kernels.kendall import column_order, midranks_from_order
+from ..kernels.kendall import ColumnOrder, column_order, midranks_from_order
 from ..threads import work_threads
 from .bridge_inverse import R_EDGE, latent_correlation, nearest_correlation
 from .bridges import bridge_slope_at_zero
@@ -129,15 +129,19 @@ class CopulaMargins:
         order, dense, n_obs, _ = info
         sorted_values = []
         for j, t in enumerate(types):
-            rows = order[j, :n_obs[j]]
-            vals = X[rows, j]
-            if t in ("binary", "ternary"):  # the levels, from every row (a rare level must not be lost)
-                cuts = np.searchsorted(dense[j, rows], np.arange(1, 3 if t == "ternary" else 2))
+            m = int(n_obs[j])
+            if t == "binary":  # its two levels: the first and the last observed value in its order
+                sorted_values.append(X[order[j, [0, m - 1]], j])
+                continue
+            if t == "ternary":  # the levels, from every row (a rare level must not be lost)
+                rows = order[j, :m]
+                vals = X[rows, j]
+                cuts = np.searchsorted(dense[j, rows], np.arange(1, 3))
                 sorted_values.append(np.concatenate([[vals[0]], vals[cuts]]))
-            elif vals.size > MARGIN_ROWS:  # evenly spaced order statistics: the margin to 1 / MARGIN_ROWS
-                sorted_values.append(vals[np.linspace(0, vals.size - 1, MARGIN_ROWS).astype(np.intp)])
+            elif m > MARGIN_ROWS:  # evenly spaced order statistics: the margin to 1 / MARGIN_ROWS
+                sorted_values.append(X[order[j, np.linspace(0, m - 1, MARGIN_ROWS).astype(np.intp)], j])
             else:
-                sorted_values.append(vals)
+                sorted_values.append(X[order[j, :m], j])
         lost = np.array([_lost_variance(t, zr[:, j]) for j, t in enumerate(types)])
         return cls(np.asarray(types, dtype=object), zr, inflation, lost, sorted_values, label)
 
@@ -211,7 +215,8 @@ def copula_moments(arrays, types, names=None, *, orders=None, stacklevel=2):
     if orders is None:
         sort = column_order(X, threads=threads)
     else:  # per-modality sorts stack into the table's
-        sort = tuple(np.concatenate([orders[m][i] for m in mods]) for i in range(4))
+        sort = ColumnOrder(*(np.concatenate([orders[m][i] for m in mods]) for i in range(4)),
+                           *(np.concatenate([getattr(orders[m], a) for m in mods]) for a in ("at_min", "at_most_one")))
     n_obs = sort[2]
     # centred mid-ranks (p, n), in place: one pass serves the rank product and the null scores
     centred = midranks_from_order(*sort[:3], threads=threads)
