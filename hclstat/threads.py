@@ -13,8 +13,8 @@ makes a default fit 3.9x faster than under the machine's two threads.
 
 Inside that region one kind of work regains the caller's threads: a single
 product of at least :data:`CROSSOVER_FLOPS` floating-point operations (the
-permutation nulls of wide blocks: one GEMM of a few thousand rows by
-thousands of columns), under :func:`large_product_threads`.
+pair products of the permutation nulls: one GEMM of up to a few thousand rows
+by the draws' stacked columns), under :func:`large_product_threads`.
 
 A user setting wins over the rule: the environment variable
 ``HCLSTAT_NUM_THREADS`` (a positive integer) fixes the thread count of every
@@ -40,9 +40,11 @@ ENV_VARIABLE = "HCLSTAT_NUM_THREADS"
 #: machine's threads are kept
 CROSSOVER_COLUMNS = 4000
 #: floating-point operations from which one product inside the small-block region runs on the
-#: caller's threads. Provisional: not yet measured on a quiet machine (``benchmarks/bench_threads.py``,
-#: product section, reports the measured crossover), and no package product uses it yet
-CROSSOVER_FLOPS = 2e10
+#: caller's threads: the permutation nulls' pair products (:mod:`hclstat.moments.nulls`).
+#: ``benchmarks/bench_threads.py`` (product section, 2 cores, e26300a): a 5000 x 50 by 1300
+#: product (6.5e8 flops) took 12.7 ms on one thread and 6.6 ms on two, and every larger one
+#: gained 1.6-2x; smaller products were not measured
+CROSSOVER_FLOPS = 6.5e8
 
 
 def user_threads():
