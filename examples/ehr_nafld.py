@@ -421,7 +421,7 @@ def task_metrics(task):
     return {"AUROC": auroc, "AUPRC": auprc} if task == "mortality_5y" else {"C-index": concordance}
 
 
-def _metric_value(task, name, fn, target, oof, rows):
+def _metric_value(task, fn, target, oof, rows):
     """Mean over repeats of ``fn`` on the out-of-fold predictions of ``rows``."""
     if task == "mortality_5y":
         return float(np.mean([fn(target[0][rows], p[rows]) for p in oof]))
@@ -439,8 +439,8 @@ def summarise(task, ids, outcomes, oof, *, n_boot, seed):
     rows, diffs = [], []
     methods = [m for m, v in oof.items() if np.isfinite(v).all()]
     for name, fn in task_metrics(task).items():
-        point = {m: _metric_value(task, name, fn, target, oof[m], everything) for m in methods}
-        draws = {m: np.array([_metric_value(task, name, fn, target, oof[m], b) for b in boots]) for m in methods}
+        point = {m: _metric_value(task, fn, target, oof[m], everything) for m in methods}
+        draws = {m: np.array([_metric_value(task, fn, target, oof[m], b) for b in boots]) for m in methods}
         for m in methods:
             lo, hi = np.percentile(draws[m], [2.5, 97.5])
             rows.append({"task": task, "metric": name, "method": m, "value": point[m], "ci_low": lo, "ci_high": hi,

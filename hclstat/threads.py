@@ -95,8 +95,7 @@ def _blas_limit(n, *, forced):
         yield
         return
     ctl = _controller()
-    blas = ctl.select(user_api="blas")
-    current = [lib.num_threads for lib in blas.lib_controllers]
+    current = _blas_counts()
     if not current or (not forced and n >= max(current)):
         yield  # nothing to lower: never raise a limit the caller has set
         return
@@ -151,5 +150,9 @@ def work_threads():
     n = user_threads()
     if n is not None:
         return n
-    counts = [lib.num_threads for lib in _controller().select(user_api="blas").lib_controllers]
-    return max(1, max(counts, default=1))
+    return max(1, max(_blas_counts(), default=1))
+
+
+def _blas_counts():
+    """The thread count of every loaded BLAS library, now."""
+    return [lib.num_threads for lib in _controller().select(user_api="blas").lib_controllers]

@@ -28,6 +28,21 @@ def rng():
     return np.random.default_rng(SEED)
 
 
+@pytest.fixture(scope="module")
+def outcome_design():
+    """The outcome-model design of the downstream tests: six rank-2 structures over three
+    modalities, with its oracle representation (``(model, representation)``)."""
+    from hclstat.estimators.base import ModelRepresentation
+    from hclstat.model import HierarchicalModel
+
+    h = Hierarchy(
+        dims={"a": 15, "b": 20, "c": 25},
+        ranks={("a", "b", "c"): 2, ("a", "b"): 2, ("b", "c"): 2, "a": 2, "b": 2, "c": 2},
+    )
+    model = HierarchicalModel.random(h, noise=1.0, random_state=1)
+    return model, ModelRepresentation(model).fit()
+
+
 @pytest.fixture
 def hierarchy():
     """Three modalities with one global, one ``{a,b}`` and three specific structures."""

@@ -28,9 +28,7 @@ from hclstat.downstream import (
 from hclstat.estimators.base import ModelRepresentation
 from hclstat.estimators.sfa import StructuredFactorAnalysis
 from hclstat.exceptions import ConvergenceWarning, EstimationWarning
-from hclstat.hierarchy import Hierarchy
 from hclstat.kernels.group_lasso import gram_group_lasso, make_groups
-from hclstat.model import HierarchicalModel
 
 TRUE = {frozenset("abc"), frozenset("ab")}
 BETA = {("a", "b", "c"): [1.0, -0.5], ("a", "b"): [0.6, 0.6]}
@@ -48,13 +46,8 @@ def _one_blas_thread():
 
 
 @pytest.fixture(scope="module")
-def design():
-    h = Hierarchy(
-        dims={"a": 15, "b": 20, "c": 25},
-        ranks={("a", "b", "c"): 2, ("a", "b"): 2, ("b", "c"): 2, "a": 2, "b": 2, "c": 2},
-    )
-    model = HierarchicalModel.random(h, noise=1.0, random_state=1)
-    return model, ModelRepresentation(model).fit()
+def design(outcome_design):
+    return outcome_design
 
 
 @pytest.fixture(scope="module")

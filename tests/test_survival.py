@@ -15,13 +15,10 @@ from threadpoolctl import threadpool_limits
 from hclstat import HCLSurvival
 from hclstat.downstream import concordance_index
 from hclstat.downstream.risk import _true_posterior
-from hclstat.estimators.base import ModelRepresentation
 from hclstat.exceptions import ConvergenceWarning
-from hclstat.hierarchy import Hierarchy
 from hclstat.kernels import cox_group_lasso as cgl
 from hclstat.kernels.concordance import concordance_counts, concordance_counts_reference
 from hclstat.kernels.group_penalty import make_groups
-from hclstat.model import HierarchicalModel
 
 TRUE = {frozenset("abc"), frozenset("ab")}
 BETA = {("a", "b", "c"): [1.0, -0.5], ("a", "b"): [0.6, 0.6]}
@@ -161,13 +158,8 @@ def test_concordance_is_fast_at_cohort_size():
 
 # ---------------------------------------------------------------- HCLSurvival
 @pytest.fixture(scope="module")
-def design():
-    h = Hierarchy(
-        dims={"a": 15, "b": 20, "c": 25},
-        ranks={("a", "b", "c"): 2, ("a", "b"): 2, ("b", "c"): 2, "a": 2, "b": 2, "c": 2},
-    )
-    model = HierarchicalModel.random(h, noise=1.0, random_state=1)
-    return model, ModelRepresentation(model).fit()
+def design(outcome_design):
+    return outcome_design
 
 
 def _survival(model, m, seed, shape=1.0):

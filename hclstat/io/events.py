@@ -160,6 +160,16 @@ def _long(table, *, subject, time, variable, value, index, subjects, what, fallb
     return rows.rename(subject), index, long[keep]
 
 
+def _windowed(table, summaries, allowed, window, what, **columns):
+    """``(summaries, rows, variables, long)``: the checked summaries, the row set, every variable
+    of the table (sorted) and the table's rows inside the window before each index."""
+    summaries = _summaries(summaries, allowed, what)
+    start, end = _window(window, what)
+    rows, _, long = _long(table, what=what, **columns)
+    variables = sorted(pd.unique(long[_V]))
+    return summaries, rows, variables, long[(long[_T] >= start) & (long[_T] < end)]
+
+
 def _wide(stats, rows, variables, summaries, counts):
     """Per-(subject, variable) summaries -> one row per subject, columns ``{variable}_{summary}``."""
     columns = [f"{v}_{s}" for v in variables for s in summaries]
@@ -217,12 +227,10 @@ def numeric_features(table, *, subject="id", time="days", variable="test", value
         is NaN (no imputation).
     """
     what = "numeric_features"
-    summaries = _summaries(summaries, NUMERIC_SUMMARIES, what)
-    start, end = _window(window, what)
-    rows, _, long = _long(table, subject=subject, time=time, variable=variable, value=value, index=index,
-                          subjects=subjects, what=what)
-    variables = sorted(pd.unique(long[_V]))
-    long = long[(long[_T] >= start) & (long[_T] < end) & long[_X].notna()]
+    summaries, rows, variables, long = _windowed(table, summaries, NUMERIC_SUMMARIES, window, what, subject=subject,
+                                                 time=time, variable=variable, value=value, index=index,
+                                                 subjects=subjects)
+    long = long[long[_X].notna()]
     # sorted by time within each (subject, variable), ties in table order: "last" is the final row
     long = long.sort_values([_S, _V, _T, _P])
     keys = [_S, _V]
@@ -265,12 +273,9 @@ def event_features(table, *, subject="id", time="days", variable="event", index=
         without a record has 0: ``ever`` means *recorded* before the index.
     """
     what = "event_features"
-    summaries = _summaries(summaries, EVENT_SUMMARIES, what)
-    start, end = _window(window, what)
-    rows, _, long = _long(table, subject=subject, time=time, variable=variable, value=None, index=index,
-                          subjects=subjects, what=what)
-    variables = sorted(pd.unique(long[_V]))
-    long = long[(long[_T] >= start) & (long[_T] < end)]
+    summaries, rows, variables, long = _windowed(table, summaries, EVENT_SUMMARIES, window, what, subject=subject,
+                                                 time=time, variable=variable, value=None, index=index,
+                                                 subjects=subjects)
     count = long.groupby([_S, _V], sort=False).size()
     stats = pd.DataFrame({"ever": (count > 0).astype(np.int64), "count": count})
     return _wide(stats, rows, variables, summaries, counts=summaries)
