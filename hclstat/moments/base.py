@@ -19,6 +19,7 @@ operation                 meaning (``S_ab``: block of modalities ``a, b``)
 ``eigenvalues_above``     every eigenvalue of ``diag(q) S_aa diag(q)`` above a level
 ``top_left_singular``     top left singular vectors of ``S_ab - L_a L_b^T``
 ``cross_singular_values`` singular values of ``S_{a,U}`` above a level (the lattice)
+``cross_svd(a, U, k)``    top ``k`` singular triplets of ``S_{a,U}`` (deflated lattice counts)
 ``cross_left_singular``   top left singular vectors of ``S_{a,others}`` (scaled): the shared subspace
 ``residual_eigh``         eigenpairs of ``S_aa`` (scaled) with a basis projected out (specific ranks)
 ``permutation_nulls``     top singular value of ``S_{a,U}`` under row permutations

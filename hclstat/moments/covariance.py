@@ -146,6 +146,12 @@ class CovarianceDatafit(Datafit):
         idx = np.concatenate([cols[o] for o in others])
         return singular_values_above(cross[:, idx], tau)
 
+    def cross_svd(self, a, others, k):
+        """Top ``k`` singular triplets ``(U, s, V)`` of ``S_{a,U}`` (``S V = U diag(s)``), ``U = others``."""
+        cols, cross = self._cross_with_others(a)
+        U, s, Vt = top_svd(cross[:, np.concatenate([cols[o] for o in others])], k)
+        return U, s, Vt.T
+
     def null_bound(self, a, others):
         """``(sqrt(tr S_aa ||S_UU||) + sqrt(tr S_UU ||S_aa||)) / sqrt(n)``: the expected spectral
         norm of the cross-covariance of independent blocks with these covariances."""

@@ -18,7 +18,7 @@ import numpy as np
 from ..utils import check_random_state
 from .base import Datafit
 from .krylov import COUNT_TOL, RITZ_TOL, block_lanczos, lanczos_lockstep
-from .nulls import joint_pair_products, joint_relative, joint_top_singular_values
+from .nulls import batched_top_singular_values, deflate, joint_pair_products, joint_relative, joint_top_singular_values
 
 __all__ = ["CentredData"]
 
@@ -349,6 +349,10 @@ class CentredData(Datafit):
         other = (bwd if left else fwd)([X], [0])[0] / np.where(s > 0, s, 1.0)[None, :]
         return (X, s, other) if left else (other, s, X)
 
+    def cross_svd(self, a, others, k):
+        """Top ``k`` singular triplets ``(U, s, V)`` of ``S_{a,U}`` (:meth:`svd` with vectors)."""
+        return self.svd(a, others, k, return_vectors=True)
+
     def cross_singular_values(self, a, others, tau, *, max_count=None):
         """Enough top singular values of ``S_{a,U}`` (``U = others``) to count those above ``tau``:
         block Lanczos for a doubling count, stopping past ``max_count``."""
@@ -431,22 +435,23 @@ class CentredData(Datafit):
     def _mask(self, m):
         return self.masks[m] if self.rows is None else self.masks[m][self.rows]
 
-    def _dense_joint(self, draws):
-        """``tests -> (B, n_tests)`` top null singular values under ``draws`` (pair products
-        cached for the last ``draws``)."""
+    def _dense_products(self, draws):
+        """``(products, widths, bases, count)`` under ``draws``: ``products(x, y)`` the (B, w_x, w_y)
+        pair products (cached for the last ``draws``); ``bases[m]`` the ``V^T`` of a block replaced
+        by ``U S`` (``p_m > n``), else absent."""
         if self._nulls[0] is not draws:
             blocks = {m: self._centred32(m) for m in self.modalities}
             masks = None if self.masks is None else {m: self._mask(m).astype(np.float32) for m in self.modalities}
-            widths = {m: b.shape[1] for m, b in blocks.items()}
+            widths, bases = {m: b.shape[1] for m, b in blocks.items()}, {}
             if masks is None:
                 for m, b in blocks.items():
                     if b.shape[1] > b.shape[0]:
                         # p > n: the nulls' singular values depend on X_m only through X_m X_m^T
-                        u, s, _ = np.linalg.svd(b.astype(np.float64), full_matrices=False)
-                        blocks[m] = (u * s).astype(np.float32)
+                        u, s, vt = np.linalg.svd(b.astype(np.float64), full_matrices=False)
+                        blocks[m], bases[m] = (u * s).astype(np.float32), vt
                         widths[m] = blocks[m].shape[1]
-            self._nulls = (draws, {}, (blocks, masks, widths))
-        cache, (blocks, masks, widths) = self._nulls[1], self._nulls[2]
+            self._nulls = (draws, {}, (blocks, masks, widths, bases))
+        cache, (blocks, masks, widths, bases) = self._nulls[1], self._nulls[2]
         denominator = self.denominator if masks is None else self.ddof
 
         def products(x, y):
@@ -458,8 +463,45 @@ class CentredData(Datafit):
                     cache[(x, y)] = cache[(y, x)].transpose(0, 2, 1)
             return cache[(x, y)]
 
-        count = _draw_count(draws)
+        return products, widths, bases, _draw_count(draws)
+
+    def _dense_joint(self, draws):
+        """``tests -> (B, n_tests)`` top null singular values under ``draws``."""
+        products, widths, _, count = self._dense_products(draws)
         return lambda tests: joint_top_singular_values(products, widths, tests, count)
+
+    @property
+    def supports_deflation(self):
+        """Whether :meth:`deflated_permutation_nulls` is available (dense nulls, complete rows)."""
+        return self.dense_nulls and self.masks is None
+
+    def deflated_permutation_nulls(self, a, others, left, right, draws):
+        """Top singular value of ``P_L S_{a,U} P_R`` under each joint draw, shape (B,).
+
+        ``left`` (p_a, k) and ``right`` (p_U, k) are directions (the observed
+        top-``k`` singular vectors of ``S_{a,U}``), ``P = I - Q Q^T`` the
+        projection off their span: the null of the ``(k + 1)``-th singular value
+        once ``k`` are counted (deflated parallel analysis; Dobriban, 2020),
+        formed from the pair products of :meth:`joint_permutation_nulls` (each
+        draw's ``S_{a,U}`` is projected; no new product with the rows). Dense
+        nulls on complete rows only (a missing entry's filled value would move
+        with the projection).
+        """
+        if not self.supports_deflation:
+            raise ValueError("deflated_permutation_nulls: needs dense_nulls=True and complete rows")
+        others = list(others)
+        products, widths, bases, _ = self._dense_products(draws)
+
+        def coordinates(m, Q):  # directions in the coordinates of m's null block
+            return bases[m] @ Q if m in bases else Q
+
+        left = np.linalg.qr(coordinates(a, np.asarray(left, dtype=np.float64)))[0]
+        cuts = np.cumsum([self.dims[o] for o in others])[:-1]
+        right = np.vstack([coordinates(o, Q) for o, Q in zip(others, np.split(np.asarray(right, dtype=np.float64),
+                                                                              cuts))])
+        right = np.linalg.qr(right)[0]
+        C = np.concatenate([products(a, o) for o in others], axis=2) if len(others) > 1 else products(a, others[0])
+        return batched_top_singular_values(deflate(C, left, right))
 
     def frobenius2(self, a, b, *, chunk_columns=256):
         """``||S_ab||_F^2`` exactly, in column chunks of ``S_ab`` (``O(n p_a p_b)`` flops).

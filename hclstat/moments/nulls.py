@@ -33,8 +33,8 @@ import numpy as np
 from ..kernels.spectra import lanczos_coefficients, lanczos_steps, top_eigenvalues, top_tridiagonal_reference
 from ..threads import large_product_threads
 
-__all__ = ["joint_pair_products", "joint_relative", "joint_top_singular_values", "matched_rows",
-           "null_geometry"]
+__all__ = ["batched_top_singular_values", "deflate", "joint_pair_products", "joint_relative",
+           "joint_top_singular_values", "matched_rows", "null_geometry"]
 
 #: Gram sides from which Lanczos may run on the pair products instead of a formed Gram ...
 _GRAM_SIDE = 160
@@ -145,6 +145,34 @@ def joint_top_singular_values(products, dims, tests, count):
             top = top_tridiagonal_reference(*lanczos_coefficients(apply, count, _start(side), lanczos_steps(side)))
         problems[key] = np.sqrt(np.clip(top, 0.0, None))
     return np.column_stack([problems[key] for key in keys])
+
+
+def deflate(C, left, right):
+    """``(I - L L^T) C_b (I - R R^T)`` for every draw ``b``: ``C`` of shape (B, p_m, p_U),
+    ``left`` (p_m, k) and ``right`` (p_U, k) with orthonormal columns."""
+    L = np.asarray(left, dtype=C.dtype)
+    R = np.asarray(right, dtype=C.dtype)
+    T = C - np.matmul(L, np.matmul(L.T, C))
+    T -= np.matmul(np.matmul(T, R), R.T)
+    return T
+
+
+def batched_top_singular_values(C):
+    """Top singular value of every ``C[b]`` (shape (B, p, q)): the top eigenvalue of the smaller
+    side's Gram, formed when it fits :data:`_GRAM_BYTES` (or the side is below
+    :data:`_GRAM_SIDE`), else batched Lanczos on ``C`` itself."""
+    count, p, q = C.shape
+    if p > q:
+        C, p, q = C.transpose(0, 2, 1), q, p
+    side = p
+    if side < _GRAM_SIDE or count * side * side * 8 <= _GRAM_BYTES:
+        G = np.matmul(C, C.transpose(0, 2, 1))
+        top = top_eigenvalues(np.ascontiguousarray(G, dtype=np.float64), _start(side), lanczos_steps(side))
+    else:
+        C = np.ascontiguousarray(C)
+        apply = lambda V: np.matmul(C, np.matmul(C.transpose(0, 2, 1), V))  # noqa: E731
+        top = top_tridiagonal_reference(*lanczos_coefficients(apply, count, _start(side), lanczos_steps(side)))
+    return np.sqrt(np.clip(top, 0.0, None))
 
 
 _STARTS = {}
